@@ -14,6 +14,7 @@
 //! Objects are plain JSON so that the API server can store, patch and serve every kind through
 //! one path; typed knowledge lives in the per-kind functions here.
 
+pub mod apply;
 pub mod convert;
 pub mod defaults;
 pub mod patch;

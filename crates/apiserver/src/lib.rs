@@ -1,1 +1,129 @@
-//! API server.
+//! The Kubernetes API server of skiff: the only component that touches the datastore.
+//!
+//! Layout:
+//! - `server`: the HTTPS listener, TLS and client identity, authentication, request routing;
+//! - `reqinfo`: what a path and method address (upstream's `RequestInfo`);
+//! - `negotiate`: `Accept` and `Content-Type` handling;
+//! - `discovery`: legacy and aggregated discovery documents;
+//! - `rest`: the verbs on persisted resources and their subresources;
+//! - `watch`: watch streams fed by `cache`, the per-server watch cache;
+//! - `meta`, `strategy`: system metadata and per-kind storage rules;
+//! - `alloc`: Service ClusterIP and NodePort allocation;
+//! - `bootstrap`: the objects every cluster starts with;
+//! - `metrics`: Prometheus metrics;
+//! - `error`: `Status` errors.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use skiff_store::Store;
+
+pub mod alloc;
+pub mod bootstrap;
+pub mod cache;
+pub mod discovery;
+pub mod error;
+pub mod http_util;
+pub mod meta;
+pub mod metrics;
+pub mod negotiate;
+pub mod reqinfo;
+pub mod rest;
+pub mod server;
+pub mod strategy;
+pub mod watch;
+
+pub use error::ApiError;
+pub use server::serve;
+pub use skiff_pki::UserInfo;
+
+/// What the API server needs to start.
+pub struct Config {
+    /// The datastore.
+    pub store: Arc<dyn Store>,
+    /// The address other components and pods reach the API server at (the `kubernetes`
+    /// Service's endpoint).
+    pub advertise_address: IpAddr,
+    /// The HTTPS port.
+    pub port: u16,
+    /// Static bearer tokens (`--token-file`).
+    pub tokens: Option<skiff_pki::TokenFile>,
+    /// Treat unauthenticated requests as cluster admin. Only for in-process tests over plain
+    /// HTTP on loopback; never set by the binary.
+    pub insecure_anonymous_admin: bool,
+}
+
+/// Options the handlers consult.
+pub struct Options {
+    /// `host:port` advertised in `/api`.
+    pub server_address: String,
+    /// Static bearer tokens.
+    pub tokens: Option<skiff_pki::TokenFile>,
+    /// See [`Config::insecure_anonymous_admin`].
+    pub insecure_anonymous_admin: bool,
+}
+
+/// A running API server; cheap to clone.
+#[derive(Clone)]
+pub struct ApiServer {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cache: Arc<cache::WatchCache>,
+    pub(crate) alloc: Arc<alloc::Allocator>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) opts: Arc<Options>,
+}
+
+/// What a handler knows of the request besides path and body.
+pub struct Ctx<'a> {
+    /// Decoded query parameters.
+    pub query: &'a HashMap<String, String>,
+    /// `Accept`.
+    pub accept: Option<&'a str>,
+    /// `Content-Type`.
+    pub content_type: Option<&'a str>,
+    /// `User-Agent`.
+    pub user_agent: &'a str,
+    /// The authenticated user.
+    pub user: &'a UserInfo,
+}
+
+impl ApiServer {
+    /// Loads the watch cache and allocation state, and creates the objects every cluster starts
+    /// with.
+    pub async fn new(config: Config) -> anyhow::Result<ApiServer> {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let store: Arc<dyn Store> =
+            Arc::new(metrics::MeteredStore::new(config.store, metrics.clone()));
+        let cache = cache::WatchCache::start(store.clone()).await?;
+        let alloc = Arc::new(alloc::Allocator::default());
+        let svc = skiff_api::registry::find("", "v1", "services").expect("services are served");
+        for obj in cache.list(&svc.key_prefix()).1 {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&obj.bytes) {
+                alloc.restore(&obj.key, &v);
+            }
+        }
+        let server_address = match config.advertise_address {
+            IpAddr::V6(a) => format!("[{a}]:{}", config.port),
+            IpAddr::V4(a) => format!("{a}:{}", config.port),
+        };
+        let server = ApiServer {
+            store,
+            cache,
+            alloc,
+            metrics,
+            opts: Arc::new(Options {
+                server_address,
+                tokens: config.tokens,
+                insecure_anonymous_admin: config.insecure_anonymous_admin,
+            }),
+        };
+        bootstrap::run(&server, config.advertise_address, config.port).await?;
+        Ok(server)
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+}

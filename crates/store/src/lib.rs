@@ -16,11 +16,16 @@ use futures::Stream;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod fanout;
 pub mod memory;
 pub mod sqlite;
 
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// Live events a watcher may leave unread before it is cut off with [`Error::WatchLagged`],
+/// unless a backend is configured otherwise.
+pub const DEFAULT_WATCH_BUFFER: usize = 10_000;
 
 /// A store revision. Revisions start at 1; 0 means "latest" where a revision is an argument.
 pub type Revision = i64;

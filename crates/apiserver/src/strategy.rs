@@ -1,0 +1,290 @@
+//! Per-kind behaviour that sits between the REST verbs and the pure rules in `skiff-api`:
+//! default admission, graceful deletion, the scale view, and adapters to the patch and apply
+//! logic.
+
+use serde_json::{json, Value};
+use skiff_api::ResourceInfo;
+
+use crate::error::{ApiError, ApiResult};
+use crate::meta::{self, meta_mut, meta_str};
+use crate::rest::DeleteOpts;
+
+/// Rejects names that cannot be a path segment (upstream's `IsValidPathSegmentName`), before
+/// any per-kind rule, because the name becomes part of the store key.
+pub fn check_path_name(r: &ResourceInfo, name: &str) -> ApiResult<()> {
+    let bad = if name == "." || name == ".." {
+        Some(format!("Invalid value: \"{name}\": may not be '{name}'"))
+    } else if name.contains('/') || name.contains('%') {
+        let c = if name.contains('/') { "/" } else { "%" };
+        Some(format!("Invalid value: \"{name}\": may not contain '{c}'"))
+    } else {
+        None
+    };
+    match bad {
+        Some(message) => Err(ApiError::invalid(
+            r.kind,
+            r.group,
+            name,
+            &[skiff_api::Cause {
+                reason: "FieldValueInvalid",
+                field: "metadata.name".into(),
+                message,
+            }],
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Upstream's default pod admission: the service account name and the not-ready/unreachable
+/// tolerations of `DefaultTolerationSeconds`.
+pub fn admit_pod(pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    if spec["serviceAccountName"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        spec["serviceAccountName"] = json!("default");
+    }
+    if spec["serviceAccount"].as_str().is_none_or(str::is_empty) {
+        spec["serviceAccount"] = spec["serviceAccountName"].clone();
+    }
+    if !spec["tolerations"].is_array() {
+        spec["tolerations"] = json!([]);
+    }
+    let tolerations = spec["tolerations"].as_array_mut().expect("array");
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let tolerated = tolerations.iter().any(|t| {
+            let k = t["key"].as_str().unwrap_or("");
+            let effect = t["effect"].as_str().unwrap_or("");
+            let op = t["operator"].as_str().unwrap_or("Equal");
+            (k == key || (k.is_empty() && op == "Exists"))
+                && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !tolerated {
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+        }
+    }
+}
+
+/// Sets (or adds) a pod condition.
+pub fn set_pod_condition(pod: &mut Value, ty: &str, status: &str, reason: Option<&str>) {
+    if !pod["status"].is_object() {
+        pod["status"] = json!({});
+    }
+    if !pod["status"]["conditions"].is_array() {
+        pod["status"]["conditions"] = json!([]);
+    }
+    let conds = pod["status"]["conditions"].as_array_mut().expect("array");
+    let mut c = json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": meta::now_rfc3339()});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    match conds.iter_mut().find(|c| c["type"] == ty) {
+        Some(existing) => {
+            if existing["status"] != status {
+                *existing = c;
+            }
+        }
+        None => conds.push(c),
+    }
+}
+
+/// The `autoscaling/v1` Scale view of a scalable object.
+pub fn to_scale(r: &ResourceInfo, obj: &Value) -> ApiResult<Value> {
+    let selector = match r.kind {
+        "ReplicationController" => obj["spec"]["selector"]
+            .as_object()
+            .map(|m| {
+                let mut kv: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect();
+                kv.sort();
+                kv.join(",")
+            })
+            .unwrap_or_default(),
+        _ => match skiff_api::selector::LabelSelector::from_json(&obj["spec"]["selector"]) {
+            Ok(s) => s.to_string(),
+            Err(_) => String::new(),
+        },
+    };
+    let m = &obj["metadata"];
+    let mut scale = json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"],
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0)},
+    });
+    if !selector.is_empty() {
+        scale["status"]["selector"] = json!(selector);
+    }
+    Ok(scale)
+}
+
+/// Starts graceful deletion where upstream does (pods bound to a node, namespaces with
+/// finalizers): sets `deletionTimestamp` and returns true. Otherwise returns false.
+pub fn graceful_deletion(r: &ResourceInfo, obj: &mut Value, opts: &DeleteOpts) -> bool {
+    match r.kind {
+        "Pod" => {
+            let phase = obj["status"]["phase"].as_str().unwrap_or("");
+            let bound = obj["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty());
+            let default = obj["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30);
+            let grace = opts.grace_period.unwrap_or(default).max(0);
+            // Unbound and finished pods go at once, as upstream's pod strategy decides.
+            if !bound || phase == "Succeeded" || phase == "Failed" || grace == 0 {
+                if obj["metadata"].get("deletionTimestamp").is_some() || has_finalizers(obj) {
+                    set_deleting(obj, 0);
+                }
+                return false;
+            }
+            let current = obj["metadata"]["deletionGracePeriodSeconds"].as_i64();
+            if current.is_some_and(|c| c <= grace) {
+                return true;
+            }
+            set_deleting(obj, grace);
+            true
+        }
+        "Namespace" => {
+            let pending = obj["spec"]["finalizers"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty());
+            if pending {
+                if obj["metadata"].get("deletionTimestamp").is_none() {
+                    set_deleting(obj, 0);
+                }
+                obj["status"]["phase"] = json!("Terminating");
+            }
+            pending
+        }
+        _ => false,
+    }
+}
+
+fn has_finalizers(obj: &Value) -> bool {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+}
+
+fn set_deleting(obj: &mut Value, grace: i64) {
+    let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+    let m = meta_mut(obj);
+    if grace > 0 || !m.contains_key("deletionTimestamp") {
+        m.insert(
+            "deletionTimestamp".into(),
+            json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+    }
+    m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+}
+
+/// Adds the propagation finalizer asked for and, when finalizers remain, marks the object as
+/// being deleted. Returns whether the object must stay until its finalizers are removed.
+pub fn pending_finalizers(r: &ResourceInfo, obj: &mut Value, opts: &DeleteOpts) -> bool {
+    let _ = r;
+    let wanted = match opts.propagation.as_deref() {
+        Some("Foreground") => Some("foregroundDeletion"),
+        Some("Orphan") => Some("orphan"),
+        _ => None,
+    };
+    if let Some(f) = wanted {
+        let m = meta_mut(obj);
+        let list = m.entry("finalizers").or_insert_with(|| json!([]));
+        if let Some(a) = list.as_array_mut() {
+            if !a.iter().any(|x| x == f) {
+                a.push(json!(f));
+            }
+        }
+    }
+    if !has_finalizers(obj) {
+        return false;
+    }
+    if obj["metadata"].get("deletionTimestamp").is_none() {
+        set_deleting(obj, 0);
+    }
+    true
+}
+
+/// Whether two objects are the same write (ignoring bookkeeping that a no-op must not bump).
+pub fn same_object(a: &Value, b: &Value) -> bool {
+    fn strip(v: &Value) -> Value {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        v
+    }
+    strip(a) == strip(b)
+}
+
+/// Records field ownership of a non-apply write.
+pub fn track_managed_fields(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    subresource: Option<&str>,
+) {
+    skiff_api::apply::update_managed_fields(
+        old,
+        new,
+        manager,
+        old.is_some(),
+        api_version,
+        subresource,
+        skiff_openapi::schema(),
+        &meta::now_rfc3339(),
+    );
+}
+
+/// Maps a patch failure to upstream's status.
+pub fn patch_error(e: skiff_api::patch::PatchError) -> ApiError {
+    match e.code() {
+        422 => ApiError::new(422, "Invalid", e.status_message()),
+        400 => ApiError::bad_request(e.status_message()),
+        _ => ApiError::internal(e.status_message()),
+    }
+}
+
+/// Maps a server-side apply failure to upstream's status.
+pub fn apply_error(r: &ResourceInfo, name: &str, e: skiff_api::apply::ApplyError) -> ApiError {
+    match e.code() {
+        409 => {
+            let causes: Vec<Value> = e
+                .causes()
+                .iter()
+                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                .collect();
+            let mut err = ApiError::new(409, "Conflict", e.to_string());
+            let mut d = json!({
+                "name": name,
+                "kind": r.plural,
+                "causes": causes,
+            });
+            if !r.group.is_empty() {
+                d["group"] = json!(r.group);
+            }
+            err.details = Some(d);
+            err
+        }
+        400 => ApiError::bad_request(e.to_string()),
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+/// The name of an object, for messages.
+pub fn name_of(obj: &Value) -> &str {
+    meta_str(obj, "name").unwrap_or_default()
+}

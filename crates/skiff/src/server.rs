@@ -1,0 +1,130 @@
+//! `skiff server`: the control plane on one machine.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use skiff_store::{SqliteOptions, SqliteStore, Store};
+
+/// Flags of `skiff server`.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Directory for the datastore, certificates and kubeconfig
+    /// [default: /var/lib/skiff as root, else $XDG_DATA_HOME/skiff]
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTPS port of the API server (0 picks a free one).
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Address advertised to the cluster as the API server's (the `kubernetes` Service's
+    /// endpoint) [default: the host's first non-loopback address, else 127.0.0.1]
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// Extra subject alternative names (IPs or DNS names) for the serving certificate.
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// Static bearer tokens, in upstream's token file format (`token,user,uid,"group1,group2"`).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Do not run a node agent on this machine (the node agent is not part of this release yet;
+    /// the flag is accepted so that scripts written for later releases keep working).
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// Revisions of history the datastore keeps for watchers before compacting.
+    #[arg(long, default_value_t = 10_000)]
+    pub datastore_history: i64,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let started = Instant::now();
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let db_dir = data_dir.join("db");
+    std::fs::create_dir_all(&db_dir)?;
+
+    let mut sopts = SqliteOptions::new(db_dir.join("state.db"));
+    sopts.compaction_keep = args.datastore_history;
+    sopts.compaction_interval = Duration::from_secs(60);
+    let store: Arc<dyn Store> = SqliteStore::open(sopts).context("opening the datastore")?;
+
+    let pki_opts = skiff_pki::PkiOptions::for_this_host(args.tls_san.clone());
+    let advertise = args.advertise_address.unwrap_or_else(|| {
+        pki_opts
+            .host_addresses
+            .iter()
+            .find(|a| a.is_ipv4() && !a.is_loopback())
+            .copied()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    });
+    let mut pki_opts = pki_opts;
+    if !pki_opts.host_addresses.contains(&advertise) {
+        pki_opts.host_addresses.push(advertise);
+    }
+    let pki = skiff_pki::ensure(&data_dir.join("tls"), &pki_opts)
+        .context("setting up the cluster PKI")?;
+    let tls = skiff_pki::server_tls_config(&pki).context("TLS configuration")?;
+    let tokens = match &args.token_file {
+        Some(p) => Some(
+            skiff_pki::TokenFile::load(p)
+                .with_context(|| format!("loading token file {}", p.display()))?,
+        ),
+        None => None,
+    };
+
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::new(args.bind_address, args.https_listen_port))
+            .await
+            .with_context(|| format!("binding {}:{}", args.bind_address, args.https_listen_port))?;
+    // Port 0 picks a free port (tests); everything below uses the real one.
+    let port = listener.local_addr()?.port();
+    let server = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
+        store,
+        advertise_address: advertise,
+        port,
+        tokens,
+        insecure_anonymous_admin: false,
+    })
+    .await
+    .context("starting the API server")?;
+
+    let kubeconfig = data_dir.join("kubeconfig.yaml");
+    let url = format!("https://127.0.0.1:{port}");
+    pki.write_admin_kubeconfig(&kubeconfig, &url)
+        .context("writing the kubeconfig")?;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(skiff_apiserver::serve(server, listener, Some(tls), async {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(
+        address = %format!("{}:{port}", args.bind_address),
+        ready_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "API server ready"
+    );
+    if args.disable_agent {
+        tracing::info!("--disable-agent: no node agent on this machine");
+    }
+    println!("skiff server is ready: API at {url}");
+    println!("export KUBECONFIG={}", kubeconfig.display());
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(());
+    let _ = serving.await;
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! System-test harness: the real `skiff` binary under a temp dir on loopback, driven by the real
+//! `kubectl`. Processes are stopped by PID.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The kubectl every test uses.
+pub const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// A running `skiff server`.
+pub struct Server {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub port: u16,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn require_kubectl() {
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "system tests need the stock kubectl at {KUBECTL}"
+    );
+}
+
+impl Server {
+    /// Starts a server on a fresh data dir.
+    pub fn start() -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server::start_in(&dir, 0);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `data_dir` (port 0: any free port).
+    pub fn start_in(data_dir: &Path, port: u16) -> Server {
+        require_kubectl();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args([
+                "server",
+                "--disable-agent",
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
+            .arg("--https-listen-port")
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("SKIFF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start skiff server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut url = None;
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if let Some(u) = line.strip_prefix("skiff server is ready: API at ") {
+                    url = Some(u.to_string());
+                }
+                if let Some(k) = line.strip_prefix("export KUBECONFIG=") {
+                    let _ = tx.send((url.clone().unwrap_or_default(), PathBuf::from(k)));
+                }
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let (url, kubeconfig) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("skiff server did not become ready within 60s");
+            }
+        };
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in URL");
+        Server {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            kubeconfig,
+            port,
+            _tmp: None,
+        }
+    }
+
+    /// Runs kubectl against this server.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Runs kubectl with `stdin` as input.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl and returns stdout, failing the test on a non-zero exit.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Sends SIGTERM and waits for exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("skiff server did not exit on SIGTERM within 20s");
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
