@@ -97,12 +97,12 @@ impl Allocator {
                     }),
                 }
             } else if ip != "None" {
-                match ip.parse::<Ipv4Addr>() {
-                    Ok(addr) => {
-                        let n = u32::from(addr);
-                        let (lo, hi) = cidr_range();
-                        if n < lo || n > hi {
-                            causes.push(Cause {
+                // Validation reports malformed addresses.
+                if let Ok(addr) = ip.parse::<Ipv4Addr>() {
+                    let n = u32::from(addr);
+                    let (lo, hi) = cidr_range();
+                    if n < lo || n > hi {
+                        causes.push(Cause {
                                 reason: "FieldValueInvalid",
                                 field: "spec.clusterIPs".into(),
                                 message: format!(
@@ -110,25 +110,23 @@ impl Allocator {
                                     SERVICE_CIDR.0, SERVICE_CIDR.1
                                 ),
                             });
-                        } else if st.ips.get(&n).is_some_and(|k| k != key) {
-                            causes.push(Cause {
+                    } else if st.ips.get(&n).is_some_and(|k| k != key) {
+                        causes.push(Cause {
                                 reason: "FieldValueInvalid",
                                 field: "spec.clusterIPs".into(),
                                 message: format!(
                                     "Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: provided IP is already allocated"
                                 ),
                             });
-                        } else {
-                            st.ips.insert(n, key.to_string());
-                            if svc["spec"]["clusterIPs"]
-                                .as_array()
-                                .is_none_or(|a| a.is_empty())
-                            {
-                                svc["spec"]["clusterIPs"] = json!([ip]);
-                            }
+                    } else {
+                        st.ips.insert(n, key.to_string());
+                        if svc["spec"]["clusterIPs"]
+                            .as_array()
+                            .is_none_or(|a| a.is_empty())
+                        {
+                            svc["spec"]["clusterIPs"] = json!([ip]);
                         }
                     }
-                    Err(_) => {} // validation reports malformed addresses
                 }
             } else if svc["spec"]["clusterIPs"]
                 .as_array()

@@ -125,18 +125,13 @@ pub fn prepare_create(r: &ResourceInfo, obj: &mut Value) {
         "Namespace" => obj["status"] = json!({"phase": "Active"}),
         "PersistentVolumeClaim" => obj["status"] = json!({"phase": "Pending"}),
         "PersistentVolume" => obj["status"] = json!({"phase": "Pending"}),
-        "Node" => {
-            if obj.get("status").is_none() {
-                obj["status"] = json!({});
-            }
-        }
-        "Service" => {
+        "Node" if obj.get("status").is_none() => obj["status"] = json!({}),
+        "Service"
             if obj
                 .get("status")
-                .is_none_or(|s| s.as_object().is_some_and(|m| m.is_empty()))
-            {
-                obj["status"] = json!({"loadBalancer": {}});
-            }
+                .is_none_or(|s| s.as_object().is_some_and(|m| m.is_empty())) =>
+        {
+            obj["status"] = json!({"loadBalancer": {}});
         }
         "Deployment"
         | "ReplicaSet"

@@ -504,6 +504,10 @@ impl ApiServer {
         strategy::check_path_name(r, &name)?;
         skiff_api::defaults::apply(stored_r.group, stored_r.version, stored_r.kind, &mut obj);
         meta::prepare_create(stored_r, &mut obj);
+        if stored_r.kind == "Job" {
+            let uid = meta_str(&obj, "uid").unwrap_or_default().to_string();
+            skiff_api::defaults::job_selector(&mut obj, &uid);
+        }
         self.admit_create(stored_r, &mut obj).await?;
         let causes = skiff_api::validation::validate_create(
             stored_r.group,
@@ -772,6 +776,9 @@ impl ApiServer {
                 return Err(ApiError::not_found(rr.resource, &name));
             };
             if sub != Some("status") {
+                if r.kind == "Service" {
+                    strategy::carry_service_allocations(&mut new, &old);
+                }
                 skiff_api::defaults::apply(r.group, r.version, r.kind, &mut new);
             }
             meta::prepare_update(r, &mut new, &old, sub);

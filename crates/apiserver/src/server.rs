@@ -216,6 +216,7 @@ impl ApiServer {
         resp
     }
 
+    #[allow(clippy::result_large_err)]
     async fn route(
         &self,
         req: http::Request<Incoming>,

@@ -288,3 +288,53 @@ pub fn apply_error(r: &ResourceInfo, name: &str, e: skiff_api::apply::ApplyError
 pub fn name_of(obj: &Value) -> &str {
     meta_str(obj, "name").unwrap_or_default()
 }
+
+/// Keeps the ClusterIP and NodePorts a Service was given when an update leaves them out, as
+/// upstream's service storage does (clients rarely send allocated values back).
+pub fn carry_service_allocations(new: &mut Value, old: &Value) {
+    let new_type = new["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_string();
+    let old_type = old["spec"]["type"].as_str().unwrap_or("ClusterIP");
+    if new_type != "ExternalName" && old_type != "ExternalName" {
+        for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            let missing = match &new["spec"][f] {
+                Value::Null => true,
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                _ => false,
+            };
+            if missing && !old["spec"][f].is_null() {
+                new["spec"][f] = old["spec"][f].clone();
+            }
+        }
+    }
+    if matches!(new_type.as_str(), "NodePort" | "LoadBalancer") {
+        let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
+        if let Some(ports) = new["spec"]["ports"].as_array_mut() {
+            for p in ports.iter_mut() {
+                if p.get("nodePort").is_some_and(|n| !n.is_null()) {
+                    continue;
+                }
+                let proto = p["protocol"].as_str().unwrap_or("TCP").to_string();
+                let found = old_ports.iter().find(|o| {
+                    o["port"] == p["port"] && o["protocol"].as_str().unwrap_or("TCP") == proto
+                });
+                if let Some(n) = found
+                    .and_then(|o| o.get("nodePort"))
+                    .filter(|n| !n.is_null())
+                {
+                    p["nodePort"] = n.clone();
+                }
+            }
+        }
+        if new["spec"]
+            .get("healthCheckNodePort")
+            .is_none_or(Value::is_null)
+            && !old["spec"]["healthCheckNodePort"].is_null()
+        {
+            new["spec"]["healthCheckNodePort"] = old["spec"]["healthCheckNodePort"].clone();
+        }
+    }
+}

@@ -179,6 +179,8 @@ impl ApiServer {
             }
             let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
             ticker.tick().await;
+            // Runs until the client goes, the deadline passes, or the watcher is cut off.
+            #[allow(clippy::while_immutable_condition)]
             while ok {
                 tokio::select! {
                     _ = &mut deadline => break,

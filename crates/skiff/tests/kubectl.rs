@@ -153,7 +153,8 @@ fn apply_get_patch_label_scale_delete() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert_eq!(envs, ["A", "B"], "strategic merge merged env by name");
+    // Upstream puts elements new to a merged list before the existing ones.
+    assert_eq!(envs, ["B", "A"], "strategic merge merged env by name");
     assert_eq!(j["metadata"]["generation"], 4);
 
     // Label, annotate, scale.
