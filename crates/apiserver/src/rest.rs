@@ -459,9 +459,23 @@ impl ApiServer {
     pub(crate) async fn create_object(
         &self,
         r: &ResourceInfo,
+        obj: Value,
+        manager: &str,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        self.create_object_tracked(r, obj, manager, dry_run, true)
+            .await
+    }
+
+    /// Creates an object; `track` records the creator in `managedFields` (false when server-side
+    /// apply has already done so).
+    pub(crate) async fn create_object_tracked(
+        &self,
+        r: &ResourceInfo,
         mut obj: Value,
         manager: &str,
         dry_run: bool,
+        track: bool,
     ) -> ApiResult<Value> {
         let namespace = meta_str(&obj, "namespace").map(str::to_string);
         if r.namespaced && namespace.is_none() {
@@ -529,7 +543,9 @@ impl ApiServer {
                 return Err(ApiError::invalid(r.kind, r.group, &name, &causes));
             }
         }
-        strategy::track_managed_fields(None, &mut obj, manager, &r.api_version(), None);
+        if track {
+            strategy::track_managed_fields(None, &mut obj, manager, &r.api_version(), None);
+        }
         if dry_run {
             if stored_r.kind == "Service" {
                 self.release_service(&key).await;
@@ -722,7 +738,7 @@ impl ApiServer {
                 },
                 || {
                     if meta::CREATE_ON_UPDATE_KINDS.contains(&r.kind) && rr.subresource.is_none() {
-                        Some(new_in.clone())
+                        Some((new_in.clone(), true))
                     } else {
                         None
                     }
@@ -748,7 +764,7 @@ impl ApiServer {
     ) -> ApiResult<(Value, bool)>
     where
         F: FnMut(&Value) -> ApiResult<Option<Value>>,
-        C: Fn() -> Option<Value>,
+        C: Fn() -> Option<(Value, bool)>,
     {
         let r = registry::storage_of(rr.resource);
         let name = rr.name.clone().unwrap_or_default();
@@ -758,13 +774,16 @@ impl ApiServer {
             let current = self.read(&key).await?;
             let Some((old, kv)) = current else {
                 return match create() {
-                    Some(obj) => {
+                    Some((obj, track)) => {
                         let obj = if rr.resource.storage_version {
                             obj
                         } else {
                             self.to_client(rr.resource, obj)?
                         };
-                        match self.create_object(rr.resource, obj, manager, dry).await {
+                        match self
+                            .create_object_tracked(rr.resource, obj, manager, dry, track)
+                            .await
+                        {
                             Err(e) if e.reason == "AlreadyExists" => continue,
                             other => other.map(|o| (o, true)),
                         }
@@ -775,14 +794,21 @@ impl ApiServer {
             let Some(mut new) = f(&old)? else {
                 return Err(ApiError::not_found(rr.resource, &name));
             };
-            if sub != Some("status") {
+            // Binding is a server-internal write of spec.nodeName (upstream's assignPod): it
+            // skips the user-facing update rules, which forbid changing the node.
+            let internal = sub == Some("binding");
+            if !internal && sub != Some("status") {
                 if r.kind == "Service" {
                     strategy::carry_service_allocations(&mut new, &old);
                 }
                 skiff_api::defaults::apply(r.group, r.version, r.kind, &mut new);
             }
-            meta::prepare_update(r, &mut new, &old, sub);
-            let causes = if sub == Some("status") {
+            if !internal {
+                meta::prepare_update(r, &mut new, &old, sub);
+            }
+            let causes = if internal {
+                Vec::new()
+            } else if sub == Some("status") {
                 skiff_api::validation::validate_status_update(
                     r.group, r.version, r.kind, &new, &old,
                 )
@@ -972,7 +998,7 @@ impl ApiServer {
                 if let Some(ns) = &rr.namespace {
                     meta_mut(&mut obj).insert("namespace".into(), json!(ns));
                 }
-                Some(obj)
+                Some((obj, false))
             })
             .await?;
         let out = self.to_client(r, obj)?;
@@ -1037,7 +1063,7 @@ impl ApiServer {
             ));
         }
         let main = ResourceRequest {
-            subresource: None,
+            subresource: Some("binding".into()),
             ..rr.clone()
         };
         self.guaranteed_update(
