@@ -10,6 +10,7 @@
 //! - `meta`, `strategy`: system metadata and per-kind storage rules;
 //! - `alloc`: Service ClusterIP and NodePort allocation;
 //! - `bootstrap`: the objects every cluster starts with;
+//! - `events_ttl`: expiry of core events;
 //! - `metrics`: Prometheus metrics;
 //! - `error`: `Status` errors.
 
@@ -24,6 +25,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod discovery;
 pub mod error;
+pub mod events_ttl;
 pub mod http_util;
 pub mod meta;
 pub mod metrics;
@@ -49,6 +51,8 @@ pub struct Config {
     pub port: u16,
     /// Static bearer tokens (`--token-file`).
     pub tokens: Option<skiff_pki::TokenFile>,
+    /// How long core events live after their last write (upstream's `--event-ttl`).
+    pub event_ttl: std::time::Duration,
     /// Treat unauthenticated requests as cluster admin. Only for in-process tests over plain
     /// HTTP on loopback; never set by the binary.
     pub insecure_anonymous_admin: bool,
@@ -119,6 +123,11 @@ impl ApiServer {
             }),
         };
         bootstrap::run(&server, config.advertise_address, config.port).await?;
+        events_ttl::spawn(
+            &server,
+            config.event_ttl,
+            std::time::Duration::from_secs(60).min(config.event_ttl),
+        );
         Ok(server)
     }
 

@@ -19,6 +19,7 @@ async fn start() -> Client {
         advertise_address: "127.0.0.1".parse().unwrap(),
         port: 6443,
         tokens: None,
+        event_ttl: std::time::Duration::from_secs(3600),
         insecure_anonymous_admin: true,
     })
     .await

@@ -16,11 +16,16 @@ use skiff_apiserver::{ApiServer, Config as ServerConfig};
 use skiff_store::MemoryStore;
 
 async fn start() -> Client {
+    start_with_event_ttl(Duration::from_secs(3600)).await
+}
+
+async fn start_with_event_ttl(event_ttl: Duration) -> Client {
     let server = ApiServer::new(ServerConfig {
         store: Arc::new(MemoryStore::new()),
         advertise_address: "127.0.0.1".parse().unwrap(),
         port: 6443,
         tokens: None,
+        event_ttl,
         insecure_anonymous_admin: true,
     })
     .await
@@ -431,5 +436,41 @@ async fn server_side_apply_creates_and_tracks_managers() {
         e.message.contains("conflict with \"tool-a\""),
         "{}",
         e.message
+    );
+}
+
+#[tokio::test]
+async fn events_expire_after_their_ttl() {
+    let c = start_with_event_ttl(Duration::from_secs(1)).await;
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(c, "default");
+    let ev = |name: &str, last: &str| -> k8s_openapi::api::core::v1::Event {
+        obj(
+            json!({"metadata": {"name": name}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+                   "reason": "Test", "message": "m", "type": "Normal", "lastTimestamp": last}),
+        )
+    };
+    api.create(&PostParams::default(), &ev("old", "2020-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &ev("future", "2999-01-01T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if api.get_opt("old").await.unwrap().is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired event not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        api.get_opt("future").await.unwrap().is_some(),
+        "live event kept"
     );
 }

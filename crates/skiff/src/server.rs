@@ -36,6 +36,10 @@ pub struct ServerArgs {
     /// the flag is accepted so that scripts written for later releases keep working).
     #[arg(long)]
     pub disable_agent: bool,
+    /// How long events live after their last update (Go duration syntax, e.g. `1h`, `30m`,
+    /// `1h30m`).
+    #[arg(long, default_value = "1h", value_parser = parse_go_duration)]
+    pub event_ttl: Duration,
     /// Revisions of history the datastore keeps for watchers before compacting.
     #[arg(long, default_value_t = 10_000)]
     pub datastore_history: i64,
@@ -93,6 +97,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         advertise_address: advertise,
         port,
         tokens,
+        event_ttl: args.event_ttl,
         insecure_anonymous_admin: false,
     })
     .await
@@ -127,4 +132,60 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let _ = stop_tx.send(());
     let _ = serving.await;
     Ok(())
+}
+
+/// Parses a Go-style duration (`1h30m`, `90s`, `500ms`), as upstream's flags take them.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration \"{s}\""))?;
+        let value: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("invalid duration \"{s}\""))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            u => return Err(format!("unknown unit \"{u}\" in duration \"{s}\"")),
+        };
+        total += Duration::from_secs_f64(value * secs);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("3d").is_err());
+    }
 }
