@@ -11,6 +11,8 @@ pub enum Output {
     Table,
     /// `PartialObjectMetadata` / `PartialObjectMetadataList`.
     Metadata,
+    /// Kubernetes protobuf, only for clients that accept nothing else this server offers.
+    Protobuf,
 }
 
 /// Picks the first acceptable representation from an `Accept` header.
@@ -21,6 +23,9 @@ pub fn output(accept: Option<&str>) -> Option<Output> {
     if accept.trim().is_empty() {
         return Some(Output::Json);
     }
+    // JSON is preferred whenever the client takes it; protobuf only as a last resort, so that
+    // every response goes through the one JSON path unless the client needs otherwise.
+    let mut protobuf = false;
     for item in accept.split(',') {
         let mut parts = item.split(';').map(str::trim);
         let media = parts.next().unwrap_or("").to_ascii_lowercase();
@@ -46,6 +51,9 @@ pub fn output(accept: Option<&str>) -> Option<Output> {
                 if media == "application/yaml" {
                     return Some(Output::Yaml);
                 }
+                if media == "application/vnd.kubernetes.protobuf" {
+                    protobuf = true;
+                }
             }
             Some("Table")
                 if json_like
@@ -64,7 +72,7 @@ pub fn output(accept: Option<&str>) -> Option<Output> {
             _ => {}
         }
     }
-    None
+    protobuf.then_some(Output::Protobuf)
 }
 
 /// Whether an `Accept` header asks for aggregated discovery (`apidiscovery.k8s.io/v2`).
@@ -102,6 +110,8 @@ pub enum BodyType {
     StrategicMergePatch,
     /// Server-side apply.
     ApplyPatch,
+    /// Kubernetes protobuf (`application/vnd.kubernetes.protobuf`).
+    Protobuf,
 }
 
 /// Classifies a `Content-Type` header.
@@ -120,6 +130,7 @@ pub fn body_type(content_type: Option<&str>) -> Option<BodyType> {
         "application/merge-patch+json" => BodyType::MergePatch,
         "application/strategic-merge-patch+json" => BodyType::StrategicMergePatch,
         "application/apply-patch+yaml" => BodyType::ApplyPatch,
+        "application/vnd.kubernetes.protobuf" => BodyType::Protobuf,
         _ => return None,
     })
 }
@@ -134,7 +145,11 @@ mod tests {
         assert_eq!(output(Some(a)), Some(Output::Table));
         assert_eq!(output(Some("application/json")), Some(Output::Json));
         assert_eq!(output(None), Some(Output::Json));
-        assert_eq!(output(Some("application/vnd.kubernetes.protobuf")), None);
+        assert_eq!(
+            output(Some("application/vnd.kubernetes.protobuf")),
+            Some(Output::Protobuf)
+        );
+        assert_eq!(output(Some("text/html")), None);
         assert_eq!(
             output(Some(
                 "application/vnd.kubernetes.protobuf, application/json"

@@ -96,6 +96,9 @@ pub fn decode_body(body: &[u8], body_type: BodyType) -> ApiResult<Value> {
         return Err(ApiError::too_large(MAX_BODY));
     }
     let v: Value = match body_type {
+        BodyType::Protobuf => skiff_protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+        })?,
         BodyType::Yaml | BodyType::ApplyPatch => {
             // YAML is a superset of JSON; try JSON first for exact error positions.
             match serde_json::from_slice(body) {
@@ -218,6 +221,7 @@ impl ApiServer {
                 json_response(code, &t)
             }
             Output::Metadata => json_response(code, &partial_metadata(&obj)),
+            Output::Protobuf => protobuf_response(code, &obj),
         })
     }
 
@@ -398,14 +402,16 @@ impl ApiServer {
                 });
                 json_response(200, &l)
             }
-            Output::Json | Output::Yaml => {
+            Output::Json | Output::Yaml | Output::Protobuf => {
                 let l = json!({
                     "kind": list_kind(r),
                     "apiVersion": r.api_version(),
                     "metadata": list_meta,
                     "items": items,
                 });
-                if out == Output::Yaml {
+                if out == Output::Protobuf {
+                    protobuf_response(200, &l)
+                } else if out == Output::Yaml {
                     bytes_response(
                         200,
                         "application/yaml",
@@ -427,11 +433,15 @@ impl ApiServer {
     ) -> ApiResult<Resp> {
         let r = rr.resource;
         let bt = negotiate::body_type(ctx.content_type)
-            .filter(|b| matches!(b, BodyType::Json | BodyType::Yaml))
+            .filter(|b| matches!(b, BodyType::Json | BodyType::Yaml | BodyType::Protobuf))
             .ok_or_else(|| {
                 ApiError::unsupported_media_type(
                     ctx.content_type.unwrap_or(""),
-                    &["application/json", "application/yaml"],
+                    &[
+                        "application/json",
+                        "application/yaml",
+                        "application/vnd.kubernetes.protobuf",
+                    ],
                 )
             })?;
         let obj = decode_body(body, bt)?;
@@ -683,11 +693,15 @@ impl ApiServer {
     ) -> ApiResult<Resp> {
         let r = rr.resource;
         let bt = negotiate::body_type(ctx.content_type)
-            .filter(|b| matches!(b, BodyType::Json | BodyType::Yaml))
+            .filter(|b| matches!(b, BodyType::Json | BodyType::Yaml | BodyType::Protobuf))
             .ok_or_else(|| {
                 ApiError::unsupported_media_type(
                     ctx.content_type.unwrap_or(""),
-                    &["application/json", "application/yaml"],
+                    &[
+                        "application/json",
+                        "application/yaml",
+                        "application/vnd.kubernetes.protobuf",
+                    ],
                 )
             })?;
         let name = rr.name.clone().unwrap_or_default();
@@ -898,7 +912,7 @@ impl ApiServer {
             "application/apply-patch+yaml",
         ];
         let bt = negotiate::body_type(ctx.content_type)
-            .filter(|b| !matches!(b, BodyType::Json | BodyType::Yaml))
+            .filter(|b| !matches!(b, BodyType::Json | BodyType::Yaml | BodyType::Protobuf))
             .ok_or_else(|| {
                 ApiError::unsupported_media_type(ctx.content_type.unwrap_or(""), &accepted)
             })?;
@@ -1107,7 +1121,7 @@ impl ApiServer {
         body: &Bytes,
     ) -> ApiResult<Resp> {
         let r = rr.resource;
-        let opts = delete_options(ctx.query, body)?;
+        let opts = delete_options(ctx, body)?;
         let name = rr.name.clone().unwrap_or_default();
         let (obj, gone) = self
             .delete_object(
@@ -1208,7 +1222,7 @@ impl ApiServer {
         body: &Bytes,
     ) -> ApiResult<Resp> {
         let r = rr.resource;
-        let opts = delete_options(ctx.query, body)?;
+        let opts = delete_options(ctx, body)?;
         let filter = Filter::from_query(r, ctx.query)?;
         let prefix = match &rr.namespace {
             Some(ns) => r.namespace_prefix(ns),
@@ -1315,10 +1329,15 @@ pub struct DeleteOpts {
     pub resource_version: Option<String>,
 }
 
-fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> ApiResult<DeleteOpts> {
+fn delete_options(ctx: &Ctx<'_>, body: &Bytes) -> ApiResult<DeleteOpts> {
+    let q = ctx.query;
     let mut o = DeleteOpts::default();
     if !body.is_empty() {
-        let b = decode_body(body, BodyType::Json)?;
+        let bt = match negotiate::body_type(ctx.content_type) {
+            Some(BodyType::Protobuf) => BodyType::Protobuf,
+            _ => BodyType::Json,
+        };
+        let b = decode_body(body, bt)?;
         o.grace_period = b["gracePeriodSeconds"].as_i64();
         o.propagation = b["propagationPolicy"].as_str().map(str::to_string);
         o.uid = b["preconditions"]["uid"].as_str().map(str::to_string);
@@ -1467,6 +1486,18 @@ fn add_warnings(resp: &mut Resp, warnings: &[String]) {
         let v = format!("299 - \"{}\"", w.replace('"', "\\\""));
         if let Ok(h) = http::HeaderValue::from_str(&v) {
             resp.headers_mut().append("Warning", h);
+        }
+    }
+}
+
+/// A protobuf response; falls back to JSON for anything the transcoder cannot encode (clients
+/// decode by the response's content type).
+fn protobuf_response(code: u16, obj: &Value) -> Resp {
+    match skiff_protobuf::encode(obj) {
+        Ok(b) => bytes_response(code, skiff_protobuf::MEDIA_TYPE, b),
+        Err(e) => {
+            tracing::debug!(error = %e, "protobuf encoding failed; answering JSON");
+            json_response(code, obj)
         }
     }
 }

@@ -53,6 +53,12 @@ impl Encoder {
                 t
             }
             Output::Metadata => partial_metadata(&obj),
+            Output::Protobuf => {
+                if let Ok(frame) = skiff_protobuf::encode_watch_event(ty, &obj) {
+                    return Bytes::from(frame);
+                }
+                obj
+            }
             _ => obj,
         };
         let mut v = serde_json::to_vec(&json!({"type": ty, "object": object})).expect("serializes");
@@ -61,6 +67,13 @@ impl Encoder {
     }
 
     fn raw(&self, v: &Value) -> Bytes {
+        if self.out == Output::Protobuf {
+            if let Ok(frame) =
+                skiff_protobuf::encode_watch_event(v["type"].as_str().unwrap_or(""), &v["object"])
+            {
+                return Bytes::from(frame);
+            }
+        }
         let mut b = serde_json::to_vec(v).expect("serializes");
         b.push(b'\n');
         Bytes::from(b)
@@ -226,8 +239,14 @@ impl ApiServer {
         let body = BodyExt::boxed(StreamBody::new(stream));
         Ok(http::Response::builder()
             .status(200)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header("Transfer-Encoding", "chunked")
+            .header(
+                http::header::CONTENT_TYPE,
+                if out == Output::Protobuf {
+                    skiff_protobuf::STREAM_MEDIA_TYPE
+                } else {
+                    "application/json"
+                },
+            )
             .body(body)
             .expect("valid response"))
     }

@@ -272,9 +272,18 @@ fn create_from_literals_files_and_dry_run() {
 fn invalid_and_duplicate_objects_get_upstream_errors() {
     let s = Server::start();
     s.ok(&["create", "configmap", "dup", "--from-literal=a=b"]);
+    // kubectl's generator commands word it their way; `create -f` prints the server's reason.
     let err = s.fails(&["create", "configmap", "dup", "--from-literal=a=b"]);
     assert!(
-        err.contains("Error from server (AlreadyExists): configmaps \"dup\" already exists"),
+        err.contains("failed to create configmap: configmaps \"dup\" already exists"),
+        "{err}"
+    );
+    let dup = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dup\n";
+    let out = s.kubectl_stdin(&["create", "-f", "-"], dup);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Error from server (AlreadyExists)")
+            && err.contains("configmaps \"dup\" already exists"),
         "{err}"
     );
     let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n";
