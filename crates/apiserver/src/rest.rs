@@ -115,6 +115,22 @@ pub fn decode_body(body: &[u8], body_type: BodyType) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// The media type of a create or update body (upstream's 415 for anything else).
+fn object_body_type(ctx: &Ctx<'_>) -> ApiResult<BodyType> {
+    negotiate::body_type(ctx.content_type)
+        .filter(|b| matches!(b, BodyType::Json | BodyType::Yaml | BodyType::Protobuf))
+        .ok_or_else(|| {
+            ApiError::unsupported_media_type(
+                ctx.content_type.unwrap_or(""),
+                &[
+                    "application/json",
+                    "application/yaml",
+                    "application/vnd.kubernetes.protobuf",
+                ],
+            )
+        })
+}
+
 /// Whether a request is a dry run (`dryRun=All`); other values are rejected as upstream does.
 fn dry_run(q: &HashMap<String, String>) -> ApiResult<bool> {
     match q.get("dryRun").map(String::as_str) {
@@ -432,18 +448,7 @@ impl ApiServer {
         body: &Bytes,
     ) -> ApiResult<Resp> {
         let r = rr.resource;
-        let bt = negotiate::body_type(ctx.content_type)
-            .filter(|b| matches!(b, BodyType::Json | BodyType::Yaml | BodyType::Protobuf))
-            .ok_or_else(|| {
-                ApiError::unsupported_media_type(
-                    ctx.content_type.unwrap_or(""),
-                    &[
-                        "application/json",
-                        "application/yaml",
-                        "application/vnd.kubernetes.protobuf",
-                    ],
-                )
-            })?;
+        let bt = object_body_type(ctx)?;
         let obj = decode_body(body, bt)?;
         if rr.subresource.as_deref() == Some("binding") {
             return self.bind(rr, obj).await;
@@ -692,18 +697,7 @@ impl ApiServer {
         body: &Bytes,
     ) -> ApiResult<Resp> {
         let r = rr.resource;
-        let bt = negotiate::body_type(ctx.content_type)
-            .filter(|b| matches!(b, BodyType::Json | BodyType::Yaml | BodyType::Protobuf))
-            .ok_or_else(|| {
-                ApiError::unsupported_media_type(
-                    ctx.content_type.unwrap_or(""),
-                    &[
-                        "application/json",
-                        "application/yaml",
-                        "application/vnd.kubernetes.protobuf",
-                    ],
-                )
-            })?;
+        let bt = object_body_type(ctx)?;
         let name = rr.name.clone().unwrap_or_default();
         let body_obj = decode_body(body, bt)?;
         let sub = rr.subresource.as_deref();

@@ -1,6 +1,8 @@
 //! API tests: an in-process API server on the in-memory store, driven by the `kube` client.
 
-use std::sync::Arc;
+mod common;
+
+use common::*;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -9,32 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use kube::{Api, Client, Config};
-use skiff_apiserver::{ApiServer, Config as ServerConfig};
-use skiff_store::MemoryStore;
-
-async fn start() -> Client {
-    let server = ApiServer::new(ServerConfig {
-        store: Arc::new(MemoryStore::new()),
-        advertise_address: "127.0.0.1".parse().unwrap(),
-        port: 6443,
-        tokens: None,
-        event_ttl: std::time::Duration::from_secs(3600),
-        insecure_anonymous_admin: true,
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(skiff_apiserver::serve(
-        server,
-        listener,
-        None,
-        std::future::pending(),
-    ));
-    let config = Config::new(format!("http://{addr}").parse().unwrap());
-    Client::try_from(config).unwrap()
-}
+use kube::Api;
 
 fn cm(name: &str) -> ConfigMap {
     serde_json::from_value(serde_json::json!({

@@ -2,7 +2,9 @@
 //! finalizers, graceful deletion, status subresource, namespace lifecycle, dry run,
 //! generateName, field validation, tables, selectors in watches, and error statuses.
 
-use std::sync::Arc;
+mod common;
+
+use common::*;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -10,36 +12,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::api::{
     DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::{json, Value};
-use skiff_apiserver::{ApiServer, Config as ServerConfig};
-use skiff_store::MemoryStore;
-
-async fn start() -> Client {
-    start_with_event_ttl(Duration::from_secs(3600)).await
-}
-
-async fn start_with_event_ttl(event_ttl: Duration) -> Client {
-    let server = ApiServer::new(ServerConfig {
-        store: Arc::new(MemoryStore::new()),
-        advertise_address: "127.0.0.1".parse().unwrap(),
-        port: 6443,
-        tokens: None,
-        event_ttl,
-        insecure_anonymous_admin: true,
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(skiff_apiserver::serve(
-        server,
-        listener,
-        None,
-        std::future::pending(),
-    ));
-    Client::try_from(Config::new(format!("http://{addr}").parse().unwrap())).unwrap()
-}
 
 fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
     serde_json::from_value(v).unwrap()
