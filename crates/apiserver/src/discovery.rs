@@ -12,6 +12,10 @@ fn subresource_kind(r: &ResourceInfo, sub: &str) -> (String, String, String) {
     match sub {
         "scale" => ("autoscaling".into(), "v1".into(), "Scale".into()),
         "binding" => ("".into(), "v1".into(), "Binding".into()),
+        "exec" => ("".into(), "v1".into(), "PodExecOptions".into()),
+        "attach" => ("".into(), "v1".into(), "PodAttachOptions".into()),
+        "portforward" => ("".into(), "v1".into(), "PodPortForwardOptions".into()),
+        "proxy" if r.plural == "nodes" => ("".into(), "v1".into(), "NodeProxyOptions".into()),
         _ => (r.group.into(), r.version.into(), r.kind.into()),
     }
 }
@@ -20,6 +24,9 @@ fn subresource_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "binding" => vec!["create"],
         "finalize" => vec!["update"],
+        "log" => vec!["get"],
+        "exec" | "attach" | "portforward" => vec!["create", "get"],
+        "proxy" => vec!["create", "delete", "get", "patch", "update"],
         _ => vec!["get", "patch", "update"],
     }
 }

@@ -12,6 +12,8 @@
 //! - `bootstrap`: the objects every cluster starts with;
 //! - `events_ttl`: expiry of core events;
 //! - `metrics`: Prometheus metrics;
+//! - `proxy`: the subresources node agents serve (logs, exec, attach, port-forward, node proxy);
+//! - `join`: the join token and the node certificate endpoint;
 //! - `error`: `Status` errors.
 
 use std::collections::HashMap;
@@ -27,9 +29,11 @@ pub mod discovery;
 pub mod error;
 pub mod events_ttl;
 pub mod http_util;
+pub mod join;
 pub mod meta;
 pub mod metrics;
 pub mod negotiate;
+pub mod proxy;
 pub mod reqinfo;
 pub mod rest;
 pub mod server;
@@ -56,6 +60,9 @@ pub struct Config {
     /// Treat unauthenticated requests as cluster admin. Only for in-process tests over plain
     /// HTTP on loopback; never set by the binary.
     pub insecure_anonymous_admin: bool,
+    /// Seconds pods tolerate `not-ready` and `unreachable` nodes unless they say otherwise
+    /// (upstream's `--default-not-ready-toleration-seconds`, `--default-unreachable-toleration-seconds`).
+    pub default_toleration_seconds: (i64, i64),
 }
 
 /// Options the handlers consult.
@@ -66,6 +73,8 @@ pub struct Options {
     pub tokens: Option<skiff_pki::TokenFile>,
     /// See [`Config::insecure_anonymous_admin`].
     pub insecure_anonymous_admin: bool,
+    /// See [`Config::default_toleration_seconds`].
+    pub default_toleration_seconds: (i64, i64),
 }
 
 /// A running API server; cheap to clone.
@@ -76,6 +85,8 @@ pub struct ApiServer {
     pub(crate) alloc: Arc<alloc::Allocator>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) opts: Arc<Options>,
+    pub(crate) proxy: Arc<proxy::ProxyState>,
+    pub(crate) join: Arc<join::JoinState>,
 }
 
 /// What a handler knows of the request besides path and body.
@@ -120,7 +131,10 @@ impl ApiServer {
                 server_address,
                 tokens: config.tokens,
                 insecure_anonymous_admin: config.insecure_anonymous_admin,
+                default_toleration_seconds: config.default_toleration_seconds,
             }),
+            proxy: Arc::default(),
+            join: Arc::default(),
         };
         bootstrap::run(&server, config.advertise_address, config.port).await?;
         events_ttl::spawn(

@@ -122,7 +122,24 @@ pub fn prepare_create(r: &ResourceInfo, obj: &mut Value) {
             let qos = qos_class(obj);
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
-        "Namespace" => obj["status"] = json!({"phase": "Active"}),
+        "Namespace" => {
+            obj["status"] = json!({"phase": "Active"});
+            if !obj["spec"].is_object() {
+                obj["spec"] = json!({});
+            }
+            let fins = obj["spec"]
+                .as_object_mut()
+                .expect("object")
+                .entry("finalizers")
+                .or_insert_with(|| json!([]));
+            if !fins.is_array() {
+                *fins = json!([]);
+            }
+            let list = fins.as_array_mut().expect("array");
+            if !list.iter().any(|f| f == "kubernetes") {
+                list.push(json!("kubernetes"));
+            }
+        }
         "PersistentVolumeClaim" => obj["status"] = json!({"phase": "Pending"}),
         "PersistentVolume" => obj["status"] = json!({"phase": "Pending"}),
         "Node" if obj.get("status").is_none() => obj["status"] = json!({}),
@@ -217,6 +234,17 @@ pub fn prepare_update(r: &ResourceInfo, new: &mut Value, old: &Value, subresourc
         }
         m.remove("selfLink");
     }
+    // Namespace finalizers change only through the `finalize` subresource.
+    if r.kind == "Namespace" && subresource != Some("finalize") {
+        match old["spec"].get("finalizers") {
+            Some(f) => new["spec"]["finalizers"] = f.clone(),
+            None => {
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("finalizers");
+                }
+            }
+        }
+    }
     if has_status(r) {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
@@ -233,6 +261,25 @@ pub fn prepare_update(r: &ResourceInfo, new: &mut Value, old: &Value, subresourc
             .and_then(Value::as_i64)
             .unwrap_or(0);
         meta_mut(new).insert("generation".into(), json!(g + 1));
+    }
+}
+
+/// Removes `null` members recursively, as decoding into upstream's typed objects does for
+/// pointer and omitempty fields (clients that send `"terminated": null` never store it).
+pub fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            for x in m.values_mut() {
+                strip_nulls(x);
+            }
+        }
+        Value::Array(a) => {
+            for x in a.iter_mut() {
+                strip_nulls(x);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -298,6 +345,13 @@ mod tests {
         prepare_update(r, &mut new, &old, Some("status"));
         assert_eq!(new["spec"]["nodeName"], "a");
         assert_eq!(new["status"]["phase"], "Running");
+    }
+
+    #[test]
+    fn nulls_are_dropped_at_every_depth() {
+        let mut v = json!({"a": null, "b": {"c": null, "d": 1}, "e": [{"f": null}]});
+        strip_nulls(&mut v);
+        assert_eq!(v, json!({"b": {"d": 1}, "e": [{}]}));
     }
 
     #[test]

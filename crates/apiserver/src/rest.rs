@@ -523,6 +523,7 @@ impl ApiServer {
             }
         }
         let stored_r = registry::storage_of(r);
+        meta::strip_nulls(&mut obj);
         let mut obj = if r.storage_version {
             obj
         } else {
@@ -622,7 +623,7 @@ impl ApiServer {
         if r.kind != "Pod" {
             return Ok(());
         }
-        strategy::admit_pod(obj);
+        strategy::admit_pod(obj, self.opts.default_toleration_seconds);
         if let Some(pc) = obj["spec"]["priorityClassName"]
             .as_str()
             .filter(|s| !s.is_empty())
@@ -802,10 +803,12 @@ impl ApiServer {
             let Some(mut new) = f(&old)? else {
                 return Err(ApiError::not_found(rr.resource, &name));
             };
+            meta::strip_nulls(&mut new);
             // Binding is a server-internal write of spec.nodeName (upstream's assignPod): it
             // skips the user-facing update rules, which forbid changing the node.
             let internal = sub == Some("binding");
-            if !internal && sub != Some("status") {
+            let finalize = sub == Some("finalize");
+            if !internal && !finalize && sub != Some("status") {
                 if r.kind == "Service" {
                     strategy::carry_service_allocations(&mut new, &old);
                 }
@@ -1285,7 +1288,7 @@ impl ApiServer {
         let body_obj = decode_body(body, BodyType::Json)?;
         let finalizers = body_obj["spec"]["finalizers"].clone();
         let main = ResourceRequest {
-            subresource: None,
+            subresource: Some("finalize".into()),
             ..rr.clone()
         };
         let (obj, _) = self

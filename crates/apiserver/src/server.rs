@@ -134,7 +134,9 @@ fn is_public(path: &str) -> bool {
     matches!(
         path,
         "/healthz" | "/livez" | "/readyz" | "/version" | "/version/"
-    ) || path.starts_with("/healthz/")
+    ) || path == crate::join::CACERTS_PATH
+        || path == crate::join::NODE_CERT_PATH
+        || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }
@@ -264,6 +266,26 @@ impl ApiServer {
         if let Some(gv) = path.strip_prefix("/openapi/v3/") {
             return nonres(self.openapi_v3(gv, &query));
         }
+        if path == crate::join::CACERTS_PATH || path == crate::join::NODE_CERT_PATH {
+            let auth = header(http::header::AUTHORIZATION);
+            let body = Limited::new(body, MAX_BODY)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            if let Some(r) = self.join_endpoint(&parts.method, &path, auth.as_deref(), &body) {
+                return nonres(r);
+            }
+            return nonres(Err(ApiError::path_not_found()));
+        }
+        if let Some(target) = crate::proxy::match_path(&path) {
+            let (verb, resource) = target.metric_labels(&parts.method);
+            let req = http::Request::from_parts(parts, body);
+            return match self.proxy(target, req).await {
+                Ok(r) => Ok((r, verb, resource)),
+                Err(e) => Err((e, verb, resource)),
+            };
+        }
         if !(path == "/api"
             || path.starts_with("/api/")
             || path == "/apis"
@@ -343,17 +365,35 @@ impl ApiServer {
         }
     }
 
+    /// `/openapi/v2`: JSON when the client takes it, else gnostic protobuf (what client-go asks
+    /// for), else 406 — upstream's order.
     fn openapi_v2(&self, accept: Option<&str>) -> ApiResult<Resp> {
         let accept = accept.unwrap_or("application/json");
-        let json_ok = accept.split(',').any(|a| {
-            let m = a.split(';').next().unwrap_or("").trim();
-            matches!(m, "application/json" | "*/*" | "")
-        });
-        if !json_ok {
+        let media: Vec<&str> = accept
+            .split(',')
+            .map(|a| a.split(';').next().unwrap_or("").trim())
+            .collect();
+        let mut resp = if media
+            .iter()
+            .any(|m| matches!(*m, "application/json" | "*/*" | "application/*" | ""))
+        {
+            let doc = skiff_openapi::v2();
+            bytes_response(200, "application/json", doc.json.clone())
+        } else if media.iter().any(|m| {
+            *m == skiff_openapi::V2_PROTOBUF_MEDIA_TYPE
+                || *m == skiff_openapi::V2_PROTOBUF_CONTENT_TYPE
+        }) {
+            bytes_response(
+                200,
+                skiff_openapi::V2_PROTOBUF_CONTENT_TYPE,
+                skiff_openapi::v2_protobuf().to_vec(),
+            )
+        } else {
             return Err(ApiError::not_acceptable(accept));
-        }
-        let doc = skiff_openapi::v2();
-        Ok(bytes_response(200, "application/json", doc.json.clone()))
+        };
+        resp.headers_mut()
+            .insert("Vary", http::HeaderValue::from_static("Accept"));
+        Ok(resp)
     }
 
     fn openapi_v3(&self, gv: &str, query: &HashMap<String, String>) -> ApiResult<Resp> {

@@ -36,8 +36,8 @@ pub fn check_path_name(r: &ResourceInfo, name: &str) -> ApiResult<()> {
 }
 
 /// Upstream's default pod admission: the service account name and the not-ready/unreachable
-/// tolerations of `DefaultTolerationSeconds`.
-pub fn admit_pod(pod: &mut Value) {
+/// tolerations of `DefaultTolerationSeconds` (`toleration_seconds` = (not-ready, unreachable)).
+pub fn admit_pod(pod: &mut Value, toleration_seconds: (i64, i64)) {
     let spec = &mut pod["spec"];
     if spec["serviceAccountName"]
         .as_str()
@@ -52,9 +52,9 @@ pub fn admit_pod(pod: &mut Value) {
         spec["tolerations"] = json!([]);
     }
     let tolerations = spec["tolerations"].as_array_mut().expect("array");
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
+    for (key, seconds) in [
+        ("node.kubernetes.io/not-ready", toleration_seconds.0),
+        ("node.kubernetes.io/unreachable", toleration_seconds.1),
     ] {
         let tolerated = tolerations.iter().any(|t| {
             let k = t["key"].as_str().unwrap_or("");
@@ -64,7 +64,7 @@ pub fn admit_pod(pod: &mut Value) {
                 && (effect.is_empty() || effect == "NoExecute")
         });
         if !tolerated {
-            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
         }
     }
 }

@@ -23,12 +23,14 @@ mod index;
 mod kinds;
 mod params;
 mod paths;
+mod v2proto;
 
 pub use docs::{
     check_hash, gv_path, hash_of, parse_gv_path, v2, v3_group_version, v3_index, Document,
     HashCheck,
 };
 pub use index::{schema, unknown_fields, TypeIndex};
+pub use v2proto::{v2_protobuf, V2_PROTOBUF_CONTENT_TYPE, V2_PROTOBUF_MEDIA_TYPE};
 
 #[cfg(test)]
 mod tests;

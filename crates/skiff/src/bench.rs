@@ -31,6 +31,9 @@ enum What {
     /// API server: creates/s (1 and 16 clients), LIST latency at N objects (full and
     /// paginated), watch latency with 100 watchers, RSS idle and at N objects, start-up time.
     Api(ApiBench),
+    /// Datastore: create (1 and 16 clients), get, update, list of 10k keys and watch latency,
+    /// on SQLite and etcd side by side.
+    Store(crate::bench_store::StoreBench),
 }
 
 #[derive(Args, Debug)]
@@ -50,6 +53,7 @@ struct ApiBench {
 pub async fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         What::Api(a) => api(a).await,
+        What::Store(a) => crate::bench_store::run(a).await,
     }
 }
 

@@ -7,8 +7,15 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod bench;
+mod bench_store;
+mod controller_manager;
+mod datastore;
+mod images;
+mod scheduler;
 mod server;
+mod sim;
 
 /// A Kubernetes-compatible cluster in one binary.
 #[derive(Parser)]
@@ -20,12 +27,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a control plane: API server on an embedded datastore (and, later, scheduler,
-    /// controllers and a node agent).
+    /// Run a server: API server on an embedded datastore (or etcd), scheduler, controller
+    /// manager and, unless --disable-agent, a node agent for this machine.
     Server(server::ServerArgs),
     /// Measure skiff's speed and memory; every figure is printed beside a baseline measured in
     /// the same run.
     Bench(bench::BenchArgs),
+    /// Datastore tools: snapshot save/restore (SQLite or etcd) and migration between them.
+    Datastore(datastore::DatastoreCommand),
+    /// Simulate nodes (as kwok does): register them, keep their leases and status fresh, and
+    /// run the pods bound to them on paper.
+    Sim(sim::SimArgs),
+    /// Run a node agent: register this machine as a Node and run its pods through containerd.
+    Agent(agent::AgentArgs),
+    /// Build OCI image archives without a registry, and import them.
+    Images(images::ImagesArgs),
+    /// Run the scheduler alone against an API server: bind pending pods to nodes.
+    Scheduler(scheduler::SchedulerArgs),
+    /// Run the controller manager alone against an API server: Deployments, ReplicaSets,
+    /// garbage collection, namespaces, nodes and the other built-in controllers.
+    ControllerManager(controller_manager::ControllerManagerArgs),
 }
 
 /// The default data directory: `/var/lib/skiff` for root, else `$XDG_DATA_HOME/skiff`.
@@ -64,6 +85,12 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Datastore(args) => datastore::run(args).await,
+            Command::Sim(args) => sim::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
+            Command::Images(args) => images::run(args).await,
+            Command::Scheduler(args) => scheduler::run(args).await,
+            Command::ControllerManager(args) => controller_manager::run(args).await,
         }
     })
 }

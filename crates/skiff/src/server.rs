@@ -32,17 +32,38 @@ pub struct ServerArgs {
     /// Static bearer tokens, in upstream's token file format (`token,user,uid,"group1,group2"`).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Do not run a node agent on this machine (the node agent is not part of this release yet;
-    /// the flag is accepted so that scripts written for later releases keep working).
+    /// Do not run a node agent on this machine (a control-plane-only server; agents join with
+    /// `skiff agent --server URL --token TOKEN`).
     #[arg(long)]
     pub disable_agent: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// Do not run the controller manager in this process.
+    #[arg(long)]
+    pub disable_controller_manager: bool,
+    /// Seconds a node may go without renewing its Lease before it is marked unreachable.
+    #[arg(long, default_value = "40s", value_parser = parse_go_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// Seconds a pod tolerates a not-ready node unless it says otherwise.
+    #[arg(long, default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// Seconds a pod tolerates an unreachable node unless it says otherwise.
+    #[arg(long, default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
     /// How long events live after their last update (Go duration syntax, e.g. `1h`, `30m`,
     /// `1h30m`).
     #[arg(long, default_value = "1h", value_parser = parse_go_duration)]
     pub event_ttl: Duration,
-    /// Revisions of history the datastore keeps for watchers before compacting.
+    /// Revisions of history the datastore keeps for watchers before compacting (SQLite; etcd
+    /// keeps one compaction interval of history, as upstream does).
     #[arg(long, default_value_t = 10_000)]
     pub datastore_history: i64,
+    /// How often etcd is compacted (Go duration syntax; `0` disables it).
+    #[arg(long, default_value = "5m", value_parser = parse_go_duration)]
+    pub etcd_compaction_interval: Duration,
+    #[command(flatten)]
+    pub datastore: crate::datastore::DatastoreArgs,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -54,13 +75,17 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let db_dir = data_dir.join("db");
-    std::fs::create_dir_all(&db_dir)?;
-
-    let mut sopts = SqliteOptions::new(db_dir.join("state.db"));
-    sopts.compaction_keep = args.datastore_history;
-    sopts.compaction_interval = Duration::from_secs(60);
-    let store: Arc<dyn Store> = SqliteStore::open(sopts).context("opening the datastore")?;
+    let store: Arc<dyn Store> = if args.datastore.is_etcd() {
+        let every = Some(args.etcd_compaction_interval).filter(|d| !d.is_zero());
+        args.datastore.connect_etcd(every).await?
+    } else {
+        let db = crate::datastore::sqlite_path(&data_dir);
+        std::fs::create_dir_all(db.parent().expect("db dir"))?;
+        let mut sopts = SqliteOptions::new(db);
+        sopts.compaction_keep = args.datastore_history;
+        sopts.compaction_interval = Duration::from_secs(60);
+        SqliteStore::open(sopts).context("opening the datastore")?
+    };
 
     let pki_opts = skiff_pki::PkiOptions::for_this_host(args.tls_san.clone());
     let advertise = args.advertise_address.unwrap_or_else(|| {
@@ -78,6 +103,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let pki = skiff_pki::ensure(&data_dir.join("tls"), &pki_opts)
         .context("setting up the cluster PKI")?;
     let tls = skiff_pki::server_tls_config(&pki).context("TLS configuration")?;
+    let pki = std::sync::Arc::new(pki);
     let tokens = match &args.token_file {
         Some(p) => Some(
             skiff_pki::TokenFile::load(p)
@@ -99,9 +125,17 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         tokens,
         event_ttl: args.event_ttl,
         insecure_anonymous_admin: false,
+        default_toleration_seconds: (
+            args.default_not_ready_toleration_seconds,
+            args.default_unreachable_toleration_seconds,
+        ),
     })
     .await
     .context("starting the API server")?;
+    // Writes <data-dir>/token for agents joining, and the API server's client identity towards
+    // the agents.
+    let join_token = skiff_apiserver::join::enable_nodes(&server, &data_dir, pki.clone())
+        .context("setting up node joining")?;
 
     let kubeconfig = data_dir.join("kubeconfig.yaml");
     let url = format!("https://127.0.0.1:{port}");
@@ -117,8 +151,54 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         ready_ms = started.elapsed().as_secs_f64() * 1000.0,
         "API server ready"
     );
+    // The other control-plane components are clients of the API server, as upstream's are; in
+    // this process they reach it over loopback with the admin credentials.
+    let (comp_tx, comp_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = comp_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut components = Vec::new();
+    if !args.disable_scheduler || !args.disable_controller_manager {
+        let client = self_client(&kubeconfig).await?;
+        if !args.disable_scheduler {
+            let (c, stop) = (client.clone(), stopped());
+            components.push(tokio::spawn(async move {
+                if let Err(e) =
+                    skiff_scheduler::run(c, skiff_scheduler::SchedulerConfig::default(), stop).await
+                {
+                    tracing::error!(error = format!("{e:#}"), "scheduler failed");
+                }
+            }));
+        }
+        if !args.disable_controller_manager {
+            let config = skiff_controllers::ControllerManagerConfig {
+                node_monitor_grace_period: args.node_monitor_grace_period,
+                default_toleration_seconds: args.default_unreachable_toleration_seconds,
+                ..Default::default()
+            };
+            let (c, stop) = (client.clone(), stopped());
+            components.push(tokio::spawn(async move {
+                if let Err(e) = skiff_controllers::run(c, config, stop).await {
+                    tracing::error!(error = format!("{e:#}"), "controller manager failed");
+                }
+            }));
+        }
+    }
     if args.disable_agent {
         tracing::info!("--disable-agent: no node agent on this machine");
+    } else {
+        // This machine's agent joins like any other, over loopback.
+        let mut config = skiff_agent::AgentConfig::new(data_dir.clone());
+        config.node_ip = Some(advertise);
+        let (token, stop, url) = (join_token.to_string(), stopped(), url.clone());
+        components.push(tokio::spawn(async move {
+            if let Err(e) = crate::agent::run_with_token(&url, &token, config, stop).await {
+                tracing::error!(error = format!("{e:#}"), "node agent failed");
+            }
+        }));
     }
     println!("skiff server is ready: API at {url}");
     println!("export KUBECONFIG={}", kubeconfig.display());
@@ -129,9 +209,21 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         _ = term.recv() => {},
     }
     tracing::info!("shutting down");
+    let _ = comp_tx.send(true);
+    for c in components {
+        let _ = tokio::time::timeout(Duration::from_secs(10), c).await;
+    }
     let _ = stop_tx.send(());
     let _ = serving.await;
     Ok(())
+}
+
+/// A client of this server with the admin credentials it wrote.
+async fn self_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
 }
 
 /// Parses a Go-style duration (`1h30m`, `90s`, `500ms`), as upstream's flags take them.

@@ -584,3 +584,107 @@ fn bad_input_gets_status_and_changes_nothing() {
     assert!(after.is_empty());
     let _ = before;
 }
+
+#[test]
+fn authentication_by_certificate_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "s3cr3t-token,alice,1001,\"dev,ops\"\n").unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start_with(&data, 0, &["--token-file", tokens.to_str().unwrap()]);
+    let server = format!("https://127.0.0.1:{}", s.port);
+    let ca = data.join("tls/ca.crt");
+    let base = [
+        "--kubeconfig",
+        "/dev/null",
+        "--server",
+        &server,
+        "--certificate-authority",
+        ca.to_str().unwrap(),
+    ];
+    let run = |extra: &[&str]| {
+        std::process::Command::new(common::KUBECTL)
+            .args(base)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // A valid bearer token is accepted.
+    let out = run(&[
+        "--token",
+        "s3cr3t-token",
+        "get",
+        "ns",
+        "default",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "namespace/default"
+    );
+    // A wrong token and no credentials get 401.
+    let out = run(&["--token", "wrong", "get", "ns"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No credentials at all (curl: kubectl would prompt for a user name).
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--cacert", ca.to_str().unwrap()])
+        .arg(format!("{server}/api/v1/namespaces"))
+        .output()
+        .expect("curl is installed by .ci/run");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["code"], 401, "{status}");
+    assert_eq!(status["reason"], "Unauthorized");
+    // Health and version need no credentials.
+    let anonymous = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--cacert", ca.to_str().unwrap()])
+            .arg(format!("{server}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(anonymous("/healthz"), "ok");
+    assert!(anonymous("/version").contains("\"major\""));
+    // The admin kubeconfig's client certificate works, and the file is private.
+    s.ok(&["get", "ns", "default"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&s.kubeconfig)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn apply_of_a_list_validates_with_openapi_v2() {
+    let s = Server::start();
+    // kubectl validates `kind: List` manifests client-side against /openapi/v2 (protobuf).
+    let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: l1\n  data: {a: b}\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], list);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.ok(&["get", "cm", "l1", "-o", "jsonpath={.data.a}"]), "b");
+    let bad = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: l2\n  bogusField: 1\n";
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], bad);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bogusField"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -4,6 +4,8 @@
 //! - this file: the [`Store`] trait, its value types and [`Error`];
 //! - `memory`: an in-memory backend for unit tests;
 //! - `sqlite`: the embedded default backend (one write-log table in the manner of kine);
+//! - `etcd`: the etcd v3 backend, for clusters of several servers or an existing etcd;
+//! - `tools`: snapshots and copying between stores (`skiff datastore`);
 //! - `conformance`: the contract suite every backend must pass.
 //!
 //! Every write gets a store-wide, strictly increasing revision. The API server uses the revision
@@ -16,10 +18,13 @@ use futures::Stream;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod etcd;
 mod fanout;
 pub mod memory;
 pub mod sqlite;
+pub mod tools;
 
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 

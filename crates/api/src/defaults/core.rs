@@ -296,14 +296,8 @@ pub fn service(obj: &mut Value) {
 
 /// Namespace: the `kubernetes` finalizer and phase Active.
 pub fn namespace(obj: &mut Value) {
-    let spec = field(obj, "spec");
-    if spec
-        .get("finalizers")
-        .and_then(Value::as_array)
-        .is_none_or(|f| f.is_empty())
-    {
-        spec["finalizers"] = json!(["kubernetes"]);
-    }
+    // The `kubernetes` finalizer is not a default: the API server adds it on create only (the
+    // namespace controller removes it through `finalize`), as upstream's strategy does.
     set_default(field(obj, "status"), "phase", json!("Active"));
 }
 
@@ -461,7 +455,10 @@ mod tests {
     fn namespace_and_secret() {
         let mut n = json!({"metadata": {"name": "x"}});
         namespace(&mut n);
-        assert_eq!(n["spec"]["finalizers"], json!(["kubernetes"]));
+        assert!(
+            n["spec"].get("finalizers").is_none(),
+            "finalizer is the server's, on create"
+        );
         assert_eq!(n["status"]["phase"], "Active");
         let mut s = json!({"stringData": {"a": "hi"}, "data": {"a": "eA==", "b": "eQ=="}});
         secret(&mut s);

@@ -16,6 +16,7 @@ pub async fn start_with_event_ttl(event_ttl: Duration) -> Client {
         tokens: None,
         event_ttl,
         insecure_anonymous_admin: true,
+        default_toleration_seconds: (300, 300),
     })
     .await
     .unwrap();

@@ -38,6 +38,11 @@ impl Server {
 
     /// Starts a server on `data_dir` (port 0: any free port).
     pub fn start_in(data_dir: &Path, port: u16) -> Server {
+        Server::start_with(data_dir, port, &[])
+    }
+
+    /// Starts a server on `data_dir` with extra flags.
+    pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Server {
         require_kubectl();
         let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
             .args([
@@ -52,6 +57,7 @@ impl Server {
             .arg(port.to_string())
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("SKIFF_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -189,5 +195,60 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `skiff sim`, stopped by PID when dropped.
+pub struct Sim(pub Child);
+
+impl Sim {
+    pub fn start(server: &Server, args: &[&str]) -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .arg("sim")
+            .arg("--kubeconfig")
+            .arg(&server.kubeconfig)
+            .args(args)
+            .env("SKIFF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start skiff sim");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("skiff sim is ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut sim = Sim(child);
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            sim.stop();
+            panic!("skiff sim did not become ready within 30s");
+        }
+        sim
+    }
+
+    pub fn stop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let pid = self.0.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            for _ in 0..200 {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

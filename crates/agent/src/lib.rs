@@ -1,0 +1,161 @@
+//! `skiff-agent`: the node agent (skiff's kubelet). It registers the machine as a Node, runs the
+//! pods bound to it through containerd's CRI and reports their status.
+//!
+//! Layout under `<data-dir>/agent/`: `containerd/` (our containerd's config, state and socket),
+//! `cni/` (network config and IPAM state), `images/` (`*.tar` OCI archives imported at start),
+//! `pods/<uid>/` (volumes, hosts file, termination-message files) and `logs/` (container logs).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+
+pub mod env;
+pub mod image;
+pub mod node;
+pub mod pods;
+pub mod probe;
+pub mod runtime;
+pub mod server;
+pub mod status;
+pub mod volume;
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The Node's name (default: the host name).
+    pub node_name: String,
+    /// skiff's data directory; the agent keeps its files under `<data_dir>/agent`.
+    pub data_dir: PathBuf,
+    /// A CRI endpoint (`unix:///run/containerd/containerd.sock`); `None` starts our own containerd.
+    pub container_runtime_endpoint: Option<String>,
+    /// The address reported as the node's InternalIP (default: the host's primary address).
+    pub node_ip: Option<IpAddr>,
+    /// The pod CIDR to claim when the Node has no `spec.podCIDR` yet.
+    pub pod_cidr: String,
+    /// The cluster DNS servers for `dnsPolicy: ClusterFirst`.
+    pub cluster_dns: Vec<IpAddr>,
+    /// The cluster's DNS domain.
+    pub cluster_domain: String,
+    /// The name of the CNI bridge (unique per agent when several share one machine).
+    pub bridge_name: String,
+    /// Extra labels for the Node.
+    pub node_labels: BTreeMap<String, String>,
+    /// The `pods` capacity.
+    pub max_pods: u32,
+}
+
+impl AgentConfig {
+    /// Defaults for an agent on this machine keeping its files under `data_dir`.
+    pub fn new(data_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            node_name: node::hostname(),
+            data_dir,
+            container_runtime_endpoint: None,
+            node_ip: None,
+            pod_cidr: "10.42.0.0/24".into(),
+            cluster_dns: vec![IpAddr::from([10, 43, 0, 10])],
+            cluster_domain: "cluster.local".into(),
+            bridge_name: "skiff0".into(),
+            node_labels: BTreeMap::new(),
+            max_pods: 110,
+        }
+    }
+
+    /// `<data_dir>/agent`.
+    pub fn agent_dir(&self) -> PathBuf {
+        self.data_dir.join("agent")
+    }
+}
+
+/// What every part of the running agent shares.
+pub struct Context {
+    pub config: AgentConfig,
+    pub client: kube::Client,
+    pub runtime: runtime::Runtime,
+    /// The node's InternalIP (the pods' `hostIP`).
+    pub node_ip: IpAddr,
+    /// The node's allocatable resources (for `resourceFieldRef` defaults).
+    pub allocatable: node::Resources,
+    pub events: node::Recorder,
+}
+
+/// Runs the node agent until `shutdown` resolves: starts (or connects to) the container
+/// runtime, imports local images, registers the Node, keeps its Lease and status fresh and runs
+/// the pods bound to it. Running pods survive the agent's exit and are adopted at its next start.
+pub async fn run(
+    config: AgentConfig,
+    client: kube::Client,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let agent_dir = config.agent_dir();
+    for d in ["images", "pods", "logs", "cni/ipam"] {
+        std::fs::create_dir_all(agent_dir.join(d))
+            .with_context(|| format!("create {}", agent_dir.join(d).display()))?;
+    }
+    let paths = runtime::ContainerdPaths::new(&agent_dir);
+    let (containerd, rt, ctr_socket) = match &config.container_runtime_endpoint {
+        Some(ep) => {
+            let rt = runtime::Runtime::connect(ep)?;
+            runtime::wait_ready(&rt, std::time::Duration::from_secs(10)).await?;
+            let sock = rt.endpoint().to_path_buf();
+            (None, rt, sock)
+        }
+        None => {
+            let c = runtime::Containerd::start(paths.clone(), image::PAUSE_IMAGE).await?;
+            let rt = runtime::Runtime::connect(&c.socket().to_string_lossy())?;
+            let sock = c.socket();
+            (Some(c), rt, sock)
+        }
+    };
+    let result = run_with_runtime(config, client, rt, &paths, &ctr_socket, shutdown).await;
+    if let Some(c) = containerd {
+        c.stop().await;
+    }
+    result
+}
+
+async fn run_with_runtime(
+    config: AgentConfig,
+    client: kube::Client,
+    rt: runtime::Runtime,
+    paths: &runtime::ContainerdPaths,
+    ctr_socket: &std::path::Path,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let agent_dir = config.agent_dir();
+    image::import_local_images(ctr_socket, &agent_dir).await?;
+    let node_ip = config.node_ip.unwrap_or_else(node::primary_ip);
+    let allocatable = node::Resources::of_host(&agent_dir, config.max_pods).allocatable();
+    let events = node::Recorder::new(client.clone(), &config.node_name);
+    let ctx = Arc::new(Context {
+        config,
+        client,
+        runtime: rt,
+        node_ip,
+        allocatable,
+        events,
+    });
+    let pod_cidr = node::register(&ctx).await?;
+    std::fs::create_dir_all(&paths.cni_conf_dir)?;
+    std::fs::write(
+        paths.cni_conf_dir.join("10-skiff.conflist"),
+        runtime::cni_conflist(
+            &ctx.config.bridge_name,
+            &pod_cidr,
+            &agent_dir.join("cni/ipam"),
+        ),
+    )?;
+    tracing::info!(node = %ctx.config.node_name, %pod_cidr, "node agent running");
+    let lease = tokio::spawn(node::lease_loop(ctx.clone()));
+    let status = tokio::spawn(node::status_loop(ctx.clone()));
+    let pods = tokio::spawn(pods::run(ctx.clone()));
+    shutdown.await;
+    lease.abort();
+    status.abort();
+    pods.abort();
+    Ok(())
+}
