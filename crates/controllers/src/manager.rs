@@ -70,6 +70,9 @@ fn controllers() -> Vec<(&'static str, StartFn)> {
         }),
         ("deployment", |c| Box::pin(crate::deployment::run(c))),
         ("statefulset", |c| Box::pin(crate::statefulset::run(c))),
+        ("daemonset", |c| Box::pin(crate::daemonset::run(c))),
+        ("job", |c| Box::pin(crate::job::run(c))),
+        ("cronjob", |c| Box::pin(crate::cronjob::run(c))),
         ("namespace", |c| Box::pin(crate::namespace::run(c))),
         ("serviceaccount", |c| {
             Box::pin(crate::serviceaccount::run(c))

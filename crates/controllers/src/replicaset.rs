@@ -528,12 +528,12 @@ fn compare_times(
         (None, _) => Some(Ordering::Less),
         (_, None) => Some(Ordering::Greater),
         (Some(a), Some(b)) => {
+            // Upstream breaks ties inside a bucket by UID at once, which is not a total order
+            // across criteria (Go's sort tolerates that; Rust's panics): fall through to the next
+            // criterion instead, and break the final tie by UID.
             let diff = log_rank(a, now) - log_rank(b, now);
-            if diff == 0 {
-                Some(u1.cmp(u2))
-            } else {
-                Some(diff.cmp(&0))
-            }
+            let _ = (u1, u2);
+            (diff != 0).then(|| diff.cmp(&0))
         }
     }
 }
@@ -611,7 +611,7 @@ pub fn compare_for_deletion(
     }
     // 8. Newer < older.
     let ct = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    compare_times(ct(a), ct(b), &ua, &ub, now).unwrap_or(Ordering::Equal)
+    compare_times(ct(a), ct(b), &ua, &ub, now).unwrap_or_else(|| ua.cmp(&ub))
 }
 
 /// Upstream's calculateStatus: counts, and the ReplicaFailure condition after a failed

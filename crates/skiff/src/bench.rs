@@ -19,6 +19,15 @@ use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
 use kube::Api;
 use skiff_store::{SqliteOptions, SqliteStore, Store};
 
+#[path = "bench_scheduler.rs"]
+mod scheduler;
+
+#[path = "bench_pods.rs"]
+mod pods;
+
+#[path = "bench_controllers.rs"]
+mod controllers;
+
 /// Flags of `skiff bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -34,6 +43,15 @@ enum What {
     /// Datastore: create (1 and 16 clients), get, update, list of 10k keys and watch latency,
     /// on SQLite and etcd side by side.
     Store(crate::bench_store::StoreBench),
+    /// Scheduler: the in-memory core beside pods created over the API and bound onto
+    /// simulated nodes by a real server (pods/s, bind latency p50/p99).
+    Scheduler(scheduler::SchedulerBench),
+    /// Pods on real containerd: creation to Running/Ready (1 and N at once), agent and
+    /// containerd RSS with 0 and N pods.
+    Pods(pods::PodsBench),
+    /// Controllers: a Deployment of 1,000 replicas on 100 simulated nodes until ready, and
+    /// its rolling update until complete, beside the same pods created directly.
+    Controllers(controllers::ControllersBench),
 }
 
 #[derive(Args, Debug)]
@@ -54,10 +72,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         What::Api(a) => api(a).await,
         What::Store(a) => crate::bench_store::run(a).await,
+        What::Scheduler(a) => scheduler::run(a).await,
+        What::Pods(a) => pods::run(a).await,
+        What::Controllers(a) => controllers::run(a).await,
     }
 }
 
-struct ServerProc {
+pub struct ServerProc {
     child: Child,
     kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
@@ -90,15 +111,25 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .context("VmRSS in /proc status")
 }
 
-/// Starts `skiff server` and returns it with the time until it answered `/readyz`.
+/// Starts `skiff server` with only the API server and returns it with the time until it
+/// answered `/readyz`.
 async fn start_server() -> Result<(ServerProc, Duration)> {
+    start_server_with(&[
+        "--disable-agent",
+        "--disable-scheduler",
+        "--disable-controller-manager",
+    ])
+    .await
+}
+
+/// Starts `skiff server` with `flags` and returns it with the time until it answered `/readyz`.
+pub async fn start_server_with(flags: &[&str]) -> Result<(ServerProc, Duration)> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let started = Instant::now();
     let mut child = Command::new(&exe)
         .args([
             "server",
-            "--disable-agent",
             "--bind-address",
             "127.0.0.1",
             "--https-listen-port",
@@ -106,6 +137,7 @@ async fn start_server() -> Result<(ServerProc, Duration)> {
             "--advertise-address",
             "127.0.0.1",
         ])
+        .args(flags)
         .arg("--data-dir")
         .arg(dir.path())
         .env("SKIFF_LOG", "warn")

@@ -12,7 +12,9 @@ mod bench;
 mod bench_store;
 mod controller_manager;
 mod datastore;
+mod dns;
 mod images;
+mod proxy;
 mod scheduler;
 mod server;
 mod sim;
@@ -47,6 +49,12 @@ enum Command {
     /// Run the controller manager alone against an API server: Deployments, ReplicaSets,
     /// garbage collection, namespaces, nodes and the other built-in controllers.
     ControllerManager(controller_manager::ControllerManagerArgs),
+    /// Run the cluster DNS server alone against an API server: `cluster.local` names from a
+    /// watch cache, everything else forwarded to the host's resolvers.
+    Dns(dns::DnsArgs),
+    /// Run the service proxy alone against an API server: Services as nftables rules on this
+    /// node.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// The default data directory: `/var/lib/skiff` for root, else `$XDG_DATA_HOME/skiff`.
@@ -74,7 +82,7 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -91,6 +99,8 @@ fn main() -> Result<()> {
             Command::Images(args) => images::run(args).await,
             Command::Scheduler(args) => scheduler::run(args).await,
             Command::ControllerManager(args) => controller_manager::run(args).await,
+            Command::Dns(args) => dns::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
         }
     })
 }

@@ -187,7 +187,9 @@ fn agent_runs_real_pods_through_containerd() {
     assert!(String::from_utf8_lossy(&built.stdout)
         .starts_with("docker.io/library/busybox:1.36 sha256:"));
 
-    let server = Server::start_in(&data, 0);
+    // The agent under test claims its own pod CIDR; the controller manager's node IPAM would
+    // race it for the Node's spec.podCIDR.
+    let server = Server::start_with(&data, 0, &["--disable-controller-manager"]);
     let node = "agent-test-node";
     let agent = Agent::start(&server, &data, node, "10.88.17.0/24", "skt17");
     wait_for("the node to be Ready", Duration::from_secs(60), || {
@@ -387,6 +389,417 @@ spec:
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(leftovers, 0, "pod directories left behind");
+    drop(agent);
+    server.stop();
+}
+
+/// A `skiff agent` joined with the server's token (so that its API on 10250 serves
+/// `kubectl exec`), restartable on the same data dir; cleaned up like [`Agent`].
+struct JoinedAgent {
+    child: Child,
+    server: String,
+    token: String,
+    args: Vec<String>,
+    cleanup: Agent,
+}
+
+impl JoinedAgent {
+    fn start(server: &Server, data_dir: &Path, node: &str, cidr: &str, bridge: &str) -> Self {
+        let token = std::fs::read_to_string(data_dir.join("token")).expect("server token");
+        let kc = std::fs::read_to_string(&server.kubeconfig).unwrap();
+        let url = kc
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server:"))
+            .expect("server in kubeconfig")
+            .trim()
+            .trim_matches('"')
+            .to_string();
+        let args: Vec<String> = [
+            "agent",
+            "--node-name",
+            node,
+            "--pod-cidr",
+            cidr,
+            "--bridge-name",
+            bridge,
+            "--data-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([data_dir.to_string_lossy().into_owned()])
+        .collect();
+        let mut a = JoinedAgent {
+            child: Command::new("true").spawn().unwrap(),
+            server: url,
+            token: token.trim().to_string(),
+            args,
+            // Only its Drop is used: it stops the real agent's leftovers by data dir.
+            cleanup: Agent {
+                child: Command::new("true").spawn().unwrap(),
+                data_dir: data_dir.to_path_buf(),
+                bridge: bridge.to_string(),
+            },
+        };
+        let _ = a.child.wait();
+        a.child = a.spawn();
+        a
+    }
+
+    fn spawn(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(&self.args)
+            .args(["--server", &self.server])
+            .env("SKIFF_TOKEN", &self.token)
+            .env("SKIFF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start skiff agent")
+    }
+
+    /// Stops the agent by PID (SIGTERM, as a service manager would) and starts it again.
+    fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !matches!(self.child.try_wait(), Ok(None)),
+            "agent did not stop on SIGTERM"
+        );
+        self.child = self.spawn();
+    }
+
+    /// The PID of the containerd this agent supervises.
+    fn containerd_pid(&self) -> Option<u32> {
+        let marker = self.cleanup.data_dir.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .find(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                comm.trim() == "containerd" && String::from_utf8_lossy(&cmd).contains(&marker)
+            })
+    }
+}
+
+impl Drop for JoinedAgent {
+    fn drop(&mut self) {
+        // Hand the real agent to the cleanup's Drop, which stops it and its leftovers.
+        std::mem::swap(&mut self.child, &mut self.cleanup.child);
+    }
+}
+
+fn status_of(server: &Server, pod: &str, path: &str) -> String {
+    jsonpath(server, &["pod", pod], path)
+}
+
+fn restart_count(server: &Server, pod: &str) -> i32 {
+    status_of(server, pod, "{.status.containerStatuses[0].restartCount}")
+        .parse()
+        .unwrap_or(-1)
+}
+
+fn is_ready(server: &Server, pod: &str) -> bool {
+    status_of(
+        server,
+        pod,
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+    ) == "True"
+}
+
+fn exec(server: &Server, pod: &str, cmd: &str) -> Option<String> {
+    let out = server.kubectl(&["exec", pod, "--", "sh", "-c", cmd]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn agent_probes_volumes_limits_termination_and_restarts() {
+    require_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let rootfs = tmp.path().join("rootfs");
+    let host = tmp.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    busybox_rootfs(&rootfs);
+    std::fs::create_dir_all(data.join("agent/images")).unwrap();
+    let built = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["images", "build", "--tag", "busybox:1.36", "--rootfs"])
+        .arg(&rootfs)
+        .arg("-o")
+        .arg(data.join("agent/images/busybox.tar"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "images build failed");
+
+    // The agent under test claims its own pod CIDR; the controller manager's node IPAM would
+    // race it for the Node's spec.podCIDR.
+    let server = Server::start_with(&data, 0, &["--disable-controller-manager"]);
+    let node = "agent-test-node2";
+    let mut agent = JoinedAgent::start(&server, &data, node, "10.88.18.0/24", "skt18");
+    wait_for("the node to be Ready", Duration::from_secs(60), || {
+        (jsonpath(
+            &server,
+            &["node", node],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True")
+            .then_some(())
+    });
+
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: default}}
+data: {{key: one}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: live, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 3600"]
+    livenessProbe:
+      exec: {{command: ["cat", "/tmp/alive"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: gate, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+    readinessProbe:
+      exec: {{command: ["cat", "/tmp/ready"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: steady, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: c
+    image: busybox:1.36
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap 'echo term >> /host/log; exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+    resources:
+      limits: {{memory: 64Mi, cpu: 500m}}
+    lifecycle:
+      preStop:
+        exec: {{command: ["sh", "-c", "echo prestop >> /host/log"]}}
+    volumeMounts:
+    - {{name: cfg, mountPath: /cfg}}
+    - {{name: host, mountPath: /host}}
+  volumes:
+  - name: cfg
+    configMap: {{name: settings}}
+  - name: host
+    hostPath: {{path: {host}, type: Directory}}
+"#,
+        host = host.display()
+    );
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &manifest);
+    assert!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in ["live", "gate", "steady"] {
+        wait_for(&format!("{p} to run"), Duration::from_secs(60), || {
+            (status_of(&server, p, "{.status.phase}") == "Running").then_some(())
+        });
+    }
+
+    // Readiness gates Ready: not Ready while the probe fails, Ready once it passes, and not
+    // Ready again when it fails again; the container is never restarted for it.
+    wait_for("gate's container to start", Duration::from_secs(20), || {
+        (status_of(&server, "gate", "{.status.containerStatuses[0].started}") == "true")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !is_ready(&server, "gate"),
+        "gate Ready with a failing probe"
+    );
+    assert_eq!(
+        status_of(
+            &server,
+            "gate",
+            "{.status.conditions[?(@.type==\"ContainersReady\")].status}"
+        ),
+        "False"
+    );
+    exec(&server, "gate", "touch /tmp/ready").expect("kubectl exec touch");
+    wait_for("gate to become Ready", Duration::from_secs(20), || {
+        is_ready(&server, "gate").then_some(())
+    });
+    exec(&server, "gate", "rm /tmp/ready").expect("kubectl exec rm");
+    wait_for("gate to become unready", Duration::from_secs(20), || {
+        (!is_ready(&server, "gate")).then_some(())
+    });
+    assert_eq!(restart_count(&server, "gate"), 0);
+
+    // A failing liveness probe restarts the container; restartCount rises.
+    wait_for("live to be restarted", Duration::from_secs(60), || {
+        (restart_count(&server, "live") >= 1).then_some(())
+    });
+    let events = server.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=live",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(
+        events.contains("Unhealthy") && events.contains("Killing"),
+        "events: {events}"
+    );
+
+    // Limits land in the container's cgroup (v1 controllers on this kind of machine).
+    let mem = exec(
+        &server,
+        "steady",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+    )
+    .expect("exec cat memory limit");
+    assert_eq!(mem.trim(), (64 * 1024 * 1024).to_string());
+    let cpu = exec(
+        &server,
+        "steady",
+        "q=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null) && p=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us) && echo \"$q $p\" || cat /sys/fs/cgroup/cpu.max",
+    )
+    .expect("exec cat cpu limit");
+    assert_eq!(cpu.trim(), "50000 100000", "cpu quota and period");
+
+    // A configMap change reaches the mounted volume in place.
+    assert_eq!(
+        exec(&server, "steady", "cat /cfg/key").as_deref(),
+        Some("one")
+    );
+    server.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"key":"two"}}"#,
+    ]);
+    wait_for(
+        "the configMap change in the volume",
+        Duration::from_secs(90),
+        || (exec(&server, "steady", "cat /cfg/key").as_deref() == Some("two")).then_some(()),
+    );
+
+    // Restarting the agent adopts running containers: same IDs, same restart counts.
+    let id = status_of(
+        &server,
+        "steady",
+        "{.status.containerStatuses[0].containerID}",
+    );
+    let started_at = status_of(
+        &server,
+        "steady",
+        "{.status.containerStatuses[0].state.running.startedAt}",
+    );
+    assert!(id.starts_with("containerd://"), "containerID {id:?}");
+    agent.restart();
+    // The agent is back when it answers exec again.
+    wait_for(
+        "the restarted agent to serve exec",
+        Duration::from_secs(60),
+        || exec(&server, "steady", "echo ok").filter(|o| o.trim() == "ok"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        status_of(
+            &server,
+            "steady",
+            "{.status.containerStatuses[0].containerID}"
+        ),
+        id
+    );
+    assert_eq!(
+        status_of(
+            &server,
+            "steady",
+            "{.status.containerStatuses[0].state.running.startedAt}"
+        ),
+        started_at
+    );
+    assert_eq!(restart_count(&server, "steady"), 0);
+    assert_eq!(status_of(&server, "steady", "{.status.phase}"), "Running");
+    assert_eq!(restart_count(&server, "gate"), 0);
+
+    // Killing containerd by PID: the agent starts a new one and the pod keeps running.
+    let old = agent.containerd_pid().expect("the agent's containerd");
+    let _ = Command::new("kill")
+        .args(["-KILL", &old.to_string()])
+        .status();
+    wait_for("a new containerd", Duration::from_secs(30), || {
+        agent.containerd_pid().filter(|p| *p != old)
+    });
+    wait_for(
+        "exec through the new containerd",
+        Duration::from_secs(60),
+        || exec(&server, "steady", "cat /cfg/key").filter(|o| o == "two"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status_of(&server, "steady", "{.status.phase}"), "Running");
+    assert_eq!(
+        status_of(
+            &server,
+            "steady",
+            "{.status.containerStatuses[0].containerID}"
+        ),
+        id
+    );
+    assert_eq!(restart_count(&server, "steady"), 0);
+
+    // Deletion runs preStop before SIGTERM and finishes well within the 5 s grace period.
+    let t = Instant::now();
+    server.ok(&["delete", "pod", "steady", "--wait=false"]);
+    wait_for("steady to be deleted", Duration::from_secs(30), || {
+        (!server.kubectl(&["get", "pod", "steady"]).status.success()).then_some(())
+    });
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "deletion took {took:?}");
+    assert_eq!(
+        std::fs::read_to_string(host.join("log")).unwrap_or_default(),
+        "prestop\nterm\n"
+    );
+    server.ok(&["delete", "pod", "live", "gate", "--wait=false"]);
+    wait_for("the pods to be deleted", Duration::from_secs(30), || {
+        server
+            .ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    wait_for("pod directories removed", Duration::from_secs(30), || {
+        (std::fs::read_dir(data.join("agent/pods")).map_or(0, |d| d.count()) == 0).then_some(())
+    });
     drop(agent);
     server.stop();
 }

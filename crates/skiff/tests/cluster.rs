@@ -368,3 +368,156 @@ fn a_node_that_stops_heartbeating_goes_unknown_and_its_pods_move() {
         },
     );
 }
+
+/// `name nodeName deletionTimestamp` of each pod matching `selector`, one per line.
+fn pods_with_nodes(s: &Server, selector: &str) -> Vec<(String, String, bool)> {
+    s.ok(&[
+        "get",
+        "pods",
+        "-l",
+        selector,
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    ])
+    .lines()
+    .map(|l| {
+        let mut f = l.split(' ');
+        let name = f.next().unwrap_or_default().to_string();
+        let node = f.next().unwrap_or_default().to_string();
+        let deleting = f.next().is_some_and(|d| !d.is_empty());
+        (name, node, deleting)
+    })
+    .collect()
+}
+
+#[test]
+fn a_daemonset_follows_nodes_added_and_removed() {
+    let s = Server::start();
+    let _sim = Sim::start(&s, &["--nodes", "2"]);
+    let ds = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: "busybox:1.36"}]
+"#;
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], ds);
+    assert!(out.status.success(), "{out:?}");
+    let on_nodes = |s: &Server| {
+        let mut nodes: Vec<String> = pods_with_nodes(s, "app=agent")
+            .into_iter()
+            .filter(|(_, node, deleting)| !deleting && !node.is_empty())
+            .map(|(_, node, _)| node)
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    wait_for("a daemon pod on each node", Duration::from_secs(60), || {
+        (on_nodes(&s) == ["sim-0", "sim-1"]).then_some(())
+    });
+    wait_for("2 daemon pods ready", Duration::from_secs(60), || {
+        (s.ok(&["get", "ds", "agent", "-o", "jsonpath={.status.numberReady}"]) == "2").then_some(())
+    });
+
+    // A node joins: it gets its daemon pod.
+    let _extra = Sim::start(&s, &["--nodes", "1", "--name-prefix", "extra-"]);
+    wait_for(
+        "a daemon pod on the new node",
+        Duration::from_secs(60),
+        || (on_nodes(&s) == ["extra-0", "sim-0", "sim-1"]).then_some(()),
+    );
+    wait_for("3 desired and ready", Duration::from_secs(60), || {
+        (s.ok(&[
+            "get",
+            "ds",
+            "agent",
+            "-o",
+            "jsonpath={.status.desiredNumberScheduled}/{.status.numberReady}",
+        ]) == "3/3")
+            .then_some(())
+    });
+
+    // The node is deleted: its daemon pod goes.
+    s.ok(&["delete", "node", "extra-0"]);
+    wait_for(
+        "the daemon pod of the deleted node to go",
+        Duration::from_secs(60),
+        || (on_nodes(&s) == ["sim-0", "sim-1"]).then_some(()),
+    );
+    wait_for("2 desired", Duration::from_secs(30), || {
+        (s.ok(&[
+            "get",
+            "ds",
+            "agent",
+            "-o",
+            "jsonpath={.status.desiredNumberScheduled}",
+        ]) == "2")
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_statefulset_creates_in_order_and_scales_down_in_reverse() {
+    let s = Server::start();
+    let _sim = Sim::start(&s, &["--nodes", "2"]);
+    let sts = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "nginx:1.27"}]
+"#;
+    // Every observation must be a prefix web-0..web-k: web-(k+1) never exists before web-k
+    // (creation), and web-k never goes before web-(k+1) (scale down).
+    let live = |s: &Server| {
+        let mut ordinals: Vec<u32> = pods_with_nodes(s, "app=web")
+            .into_iter()
+            .filter(|(_, _, deleting)| !deleting)
+            .map(|(name, _, _)| {
+                name.strip_prefix("web-")
+                    .and_then(|o| o.parse().ok())
+                    .unwrap_or_else(|| panic!("unexpected pod {name}"))
+            })
+            .collect();
+        ordinals.sort();
+        let prefix: Vec<u32> = (0..ordinals.len() as u32).collect();
+        assert_eq!(ordinals, prefix, "pods out of order");
+        ordinals.len()
+    };
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], sts);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("web-0..2", Duration::from_secs(60), || {
+        (live(&s) == 3).then_some(())
+    });
+    wait_for("3 ready", Duration::from_secs(60), || {
+        (s.ok(&[
+            "get",
+            "sts",
+            "web",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ]) == "3")
+            .then_some(())
+    });
+
+    s.ok(&["scale", "statefulset", "web", "--replicas=1"]);
+    wait_for("only web-0", Duration::from_secs(60), || {
+        (live(&s) == 1).then_some(())
+    });
+    let names: Vec<String> = pods_with_nodes(&s, "app=web")
+        .into_iter()
+        .filter(|(_, _, deleting)| !deleting)
+        .map(|(n, _, _)| n)
+        .collect();
+    assert_eq!(names, ["web-0"]);
+}
