@@ -78,7 +78,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     }
     let client = kube::Client::try_from(cfg)?;
     let config = config(&args);
-    skiff_agent::run(config, client, shutdown_signal()).await
+    skiff_agent::run(config, client, crate::shutdown_signal()).await
 }
 
 /// `--token`: obtains (or reuses) the node's certificates, then runs the agent and its API.
@@ -87,7 +87,7 @@ async fn run_joined(args: &AgentArgs, token: &str) -> Result<()> {
         .server
         .as_deref()
         .context("--server https://HOST:PORT is required with --token")?;
-    run_with_token(server, token, config(args), shutdown_signal()).await
+    run_with_token(server, token, config(args), crate::shutdown_signal()).await
 }
 
 /// Joins the cluster at `server` with `token` and runs the agent and its API until `shutdown`.
@@ -131,13 +131,4 @@ pub async fn run_with_token(
     let _ = stop_tx.send(true);
     let _ = api.await;
     result
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -58,19 +58,5 @@ pub async fn run(args: ControllerManagerArgs) -> Result<()> {
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
     };
     tracing::info!("controller manager starting");
-    skiff_controllers::run(client, config, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    skiff_controllers::run(client, config, crate::shutdown_signal()).await
 }

@@ -43,19 +43,5 @@ pub async fn run(args: DnsArgs) -> Result<()> {
         domain: args.cluster_domain,
         upstreams,
     };
-    skiff_dns::run(client, config, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    skiff_dns::run(client, config, crate::shutdown_signal()).await
 }

@@ -43,19 +43,5 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
     let mut config = skiff_proxy::ProxyConfig::new(node_name);
     config.node_addresses = args.node_ips;
     tracing::info!(node = %config.node_name, "service proxy starting");
-    skiff_proxy::run(client, config, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    skiff_proxy::run(client, config, crate::shutdown_signal()).await
 }

@@ -34,19 +34,5 @@ pub async fn run(args: SchedulerArgs) -> Result<()> {
             .context("no kubeconfig: pass --kubeconfig")?,
     };
     tracing::info!("scheduler starting");
-    skiff_scheduler::run(client, config, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    skiff_scheduler::run(client, config, crate::shutdown_signal()).await
 }

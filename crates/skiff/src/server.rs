@@ -203,11 +203,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     println!("skiff server is ready: API at {url}");
     println!("export KUBECONFIG={}", kubeconfig.display());
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
+    crate::shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = comp_tx.send(true);
     for c in components {
