@@ -21,6 +21,14 @@ use crate::reqinfo::{self, Target};
 use crate::rest::MAX_BODY;
 use crate::{discovery, negotiate, ApiServer, Ctx};
 
+/// The protobuf `/openapi/v2` document, copied out of its cache once (about 1 MB) rather than
+/// per request.
+fn v2_protobuf_bytes() -> Bytes {
+    static DOC: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| Bytes::from(skiff_openapi::v2_protobuf().to_vec()))
+        .clone()
+}
+
 /// The Kubernetes version whose API is served.
 pub const KUBE_VERSION: (&str, &str) = ("1", "32");
 
@@ -386,7 +394,7 @@ impl ApiServer {
             bytes_response(
                 200,
                 skiff_openapi::V2_PROTOBUF_CONTENT_TYPE,
-                skiff_openapi::v2_protobuf().to_vec(),
+                v2_protobuf_bytes(),
             )
         } else {
             return Err(ApiError::not_acceptable(accept));

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use skiff_api::ResourceInfo;
 
 use crate::error::{ApiError, ApiResult};
-use crate::meta::{self, meta_mut, meta_str};
+use crate::meta::{self, meta_mut};
 use crate::rest::DeleteOpts;
 
 /// Rejects names that cannot be a path segment (upstream's `IsValidPathSegmentName`), before
@@ -282,11 +282,6 @@ pub fn apply_error(r: &ResourceInfo, name: &str, e: skiff_api::apply::ApplyError
         400 => ApiError::bad_request(e.to_string()),
         _ => ApiError::internal(e.to_string()),
     }
-}
-
-/// The name of an object, for messages.
-pub fn name_of(obj: &Value) -> &str {
-    meta_str(obj, "name").unwrap_or_default()
 }
 
 /// Keeps the ClusterIP and NodePorts a Service was given when an update leaves them out, as

@@ -514,13 +514,7 @@ fn log_rank(t: Timestamp, now: Timestamp) -> i64 {
 
 /// Orders by time as upstream's LogarithmicScaleDown does: newer (and unset) first, with
 /// times in the same power-of-two age bucket compared by UID.
-fn compare_times(
-    t1: Option<Timestamp>,
-    t2: Option<Timestamp>,
-    u1: &str,
-    u2: &str,
-    now: Timestamp,
-) -> Option<Ordering> {
+fn compare_times(t1: Option<Timestamp>, t2: Option<Timestamp>, now: Timestamp) -> Option<Ordering> {
     if t1 == t2 {
         return None;
     }
@@ -532,7 +526,6 @@ fn compare_times(
             // across criteria (Go's sort tolerates that; Rust's panics): fall through to the next
             // criterion instead, and break the final tie by UID.
             let diff = log_rank(a, now) - log_rank(b, now);
-            let _ = (u1, u2);
             (diff != 0).then(|| diff.cmp(&0))
         }
     }
@@ -591,13 +584,8 @@ pub fn compare_for_deletion(
     let ub = b.metadata.uid.clone().unwrap_or_default();
     // 6. Ready for a shorter time < longer.
     if ra && rb {
-        if let Some(o) = compare_times(
-            podutil::pod_ready_time(a),
-            podutil::pod_ready_time(b),
-            &ua,
-            &ub,
-            now,
-        ) {
+        if let Some(o) = compare_times(podutil::pod_ready_time(a), podutil::pod_ready_time(b), now)
+        {
             return o;
         }
     }
@@ -611,7 +599,7 @@ pub fn compare_for_deletion(
     }
     // 8. Newer < older.
     let ct = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    compare_times(ct(a), ct(b), &ua, &ub, now).unwrap_or_else(|| ua.cmp(&ub))
+    compare_times(ct(a), ct(b), now).unwrap_or_else(|| ua.cmp(&ub))
 }
 
 /// Upstream's calculateStatus: counts, and the ReplicaFailure condition after a failed
