@@ -10,7 +10,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends protobuf-compiler libprotobuf-dev ca-certificates \
-  containerd runc containernetworking-plugins busybox-static >/dev/null
+  containerd runc containernetworking-plugins busybox-static nftables iproute2 >/dev/null
 cargo build --release -p skiff
 install -m 0755 target/release/skiff /usr/local/bin/skiff
 # A busybox image for the quick start, built locally (no registry needed): every *.tar in

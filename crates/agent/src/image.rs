@@ -197,6 +197,146 @@ pub fn go_arch() -> &'static str {
     }
 }
 
+/// Registry credentials found in an image pull secret.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// The `(location, credentials)` entries of a pull secret's data: `.dockerconfigjson`
+/// (`{"auths": {...}}`) or the legacy `.dockercfg` (the map itself). An entry's `auth`
+/// (base64 `user:password`) fills in a missing username and password, as upstream decodes it.
+pub fn pull_secret_entries(
+    data: &std::collections::BTreeMap<String, k8s_openapi::ByteString>,
+) -> Vec<(String, RegistryCredentials)> {
+    use base64::Engine as _;
+    let auths = if let Some(d) = data.get(".dockerconfigjson") {
+        serde_json::from_slice::<serde_json::Value>(&d.0)
+            .ok()
+            .and_then(|v| v.get("auths").cloned())
+    } else if let Some(d) = data.get(".dockercfg") {
+        serde_json::from_slice::<serde_json::Value>(&d.0).ok()
+    } else {
+        None
+    };
+    let Some(serde_json::Value::Object(auths)) = auths else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (location, entry) in auths {
+        let field = |k: &str| {
+            entry
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut creds = RegistryCredentials {
+            username: field("username"),
+            password: field("password"),
+        };
+        let auth = field("auth");
+        if !auth.is_empty() && creds.username.is_empty() && creds.password.is_empty() {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            if let Some((u, p)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
+                creds.username = u.to_string();
+                creds.password = p.to_string();
+            }
+        }
+        out.push((location, creds));
+    }
+    out
+}
+
+/// Splits a location or image name (scheme optional) into host (with port) and path.
+fn host_and_path(s: &str) -> (&str, &str) {
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    match s.find('/') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    }
+}
+
+/// Shell-style match of one host label against a pattern label (`*` and `?`).
+fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    match (pattern.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], s) || (!s.is_empty() && glob_match(pattern, &s[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &s[1..]),
+        (Some(p), Some(c)) if p == c => glob_match(&pattern[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// The credentials that apply to `image`, most specific location first, with upstream's
+/// keyring rules: the location's host matches the image's (same number of dot-separated labels,
+/// each glob-matched, same port) and the location's path is a prefix of the image's repository
+/// path; `/v1/` and `/v2/` paths stand for the whole registry, and Docker Hub's names
+/// (`index.docker.io`, `registry-1.docker.io`, `docker.io`) match `docker.io` images.
+pub fn credentials_for(
+    image: &str,
+    entries: &[(String, RegistryCredentials)],
+) -> Vec<RegistryCredentials> {
+    let full = normalize_reference(image);
+    let repo = match full.find('@') {
+        Some(i) => &full[..i],
+        None => {
+            let last_slash = full.rfind('/').map_or(0, |i| i + 1);
+            match full[last_slash..].rfind(':') {
+                Some(i) => &full[..last_slash + i],
+                None => &full[..],
+            }
+        }
+    };
+    let (image_host, image_path) = host_and_path(repo);
+    let hub = |h: &str| matches!(h, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+    let mut matched: Vec<(&str, &RegistryCredentials)> = Vec::new();
+    for (location, creds) in entries {
+        let (host, mut path) = host_and_path(location);
+        if matches!(path.trim_end_matches('/'), "/v1" | "/v2") {
+            path = "";
+        }
+        let path = path.trim_end_matches('/');
+        let host_ok = if hub(host) || hub(image_host) {
+            hub(host) && hub(image_host)
+        } else {
+            let (hn, hp) = host.rsplit_once(':').unwrap_or((host, ""));
+            let (in_, ip) = image_host.rsplit_once(':').unwrap_or((image_host, ""));
+            let hl: Vec<&str> = hn.split('.').collect();
+            let il: Vec<&str> = in_.split('.').collect();
+            hp == ip
+                && hl.len() == il.len()
+                && hl
+                    .iter()
+                    .zip(&il)
+                    .all(|(p, l)| glob_match(p.as_bytes(), l.as_bytes()))
+        };
+        let path_ok =
+            path.is_empty() || image_path == path || image_path.starts_with(&format!("{path}/"));
+        if host_ok && path_ok {
+            matched.push((location.as_str(), creds));
+        }
+    }
+    // Longer (more specific) locations first, as upstream's keyring orders its index.
+    matched.sort_by(|a, b| b.0.cmp(a.0));
+    let mut out: Vec<RegistryCredentials> = Vec::new();
+    for (_, c) in matched {
+        if !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
+    out
+}
+
 /// Imports an image archive into containerd's `k8s.io` namespace (where CRI looks) through the
 /// `ctr` tool shipped with containerd.
 pub async fn import_archive(containerd_socket: &Path, archive: &Path) -> Result<()> {
@@ -364,6 +504,65 @@ mod tests {
             .unwrap()
         };
         assert_eq!(build(), build());
+    }
+
+    fn secret_data(json: &str) -> std::collections::BTreeMap<String, k8s_openapi::ByteString> {
+        std::collections::BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            k8s_openapi::ByteString(json.as_bytes().to_vec()),
+        )])
+    }
+
+    #[test]
+    fn pull_secret_entries_decode_auth() {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode("u:p:w");
+        let e = pull_secret_entries(&secret_data(&format!(
+            r#"{{"auths": {{"r.example:5000": {{"auth": "{auth}"}}, "q.example": {{"username": "a", "password": "b"}}}}}}"#
+        )));
+        let m: HashMap<_, _> = e.into_iter().collect();
+        assert_eq!(
+            m["r.example:5000"],
+            RegistryCredentials {
+                username: "u".into(),
+                password: "p:w".into()
+            }
+        );
+        assert_eq!(m["q.example"].username, "a");
+        let legacy = std::collections::BTreeMap::from([(
+            ".dockercfg".to_string(),
+            k8s_openapi::ByteString(br#"{"x.io": {"username": "l", "password": "m"}}"#.to_vec()),
+        )]);
+        assert_eq!(pull_secret_entries(&legacy)[0].1.username, "l");
+        assert!(pull_secret_entries(&secret_data("not json")).is_empty());
+    }
+
+    #[test]
+    fn credentials_match_like_upstream_keyring() {
+        let c = |u: &str| RegistryCredentials {
+            username: u.into(),
+            password: String::new(),
+        };
+        let entries = vec![
+            ("127.0.0.1:5000".to_string(), c("local")),
+            ("https://*.example.com".to_string(), c("glob")),
+            ("reg.example.com/team".to_string(), c("team")),
+            ("https://index.docker.io/v1/".to_string(), c("hub")),
+            ("127.0.0.1:6000".to_string(), c("other-port")),
+        ];
+        let users = |image: &str| -> Vec<String> {
+            credentials_for(image, &entries)
+                .into_iter()
+                .map(|c| c.username)
+                .collect()
+        };
+        assert_eq!(users("127.0.0.1:5000/test/busybox:1"), vec!["local"]);
+        assert_eq!(users("reg.example.com/team/app:1"), vec!["team", "glob"]);
+        assert_eq!(users("reg.example.com/teamx/app"), vec!["glob"]);
+        assert_eq!(users("a.b.example.com/app"), Vec::<String>::new());
+        assert_eq!(users("busybox"), vec!["hub"]);
+        assert_eq!(users("me/app:2"), vec!["hub"]);
+        assert_eq!(users("quay.io/x/y"), Vec::<String>::new());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Layout under `<data-dir>/agent/`: `containerd/` (our containerd's config, state and socket),
 //! `cni/` (network config and IPAM state), `images/` (`*.tar` OCI archives imported at start),
-//! `pods/<uid>/` (volumes, hosts file, termination-message files) and `logs/` (container logs).
+//! `pods/<uid>/` (volumes, hosts file, termination-message files), `logs/` (container logs) and
+//! `pod-manifests/` (static pods, see [`staticpods`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,12 +15,15 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 
 pub mod env;
+pub mod gc;
 pub mod image;
+pub mod net;
 pub mod node;
 pub mod pods;
 pub mod probe;
 pub mod runtime;
 pub mod server;
+pub mod staticpods;
 pub mod status;
 pub mod volume;
 
@@ -34,7 +38,8 @@ pub struct AgentConfig {
     pub container_runtime_endpoint: Option<String>,
     /// The address reported as the node's InternalIP (default: the host's primary address).
     pub node_ip: Option<IpAddr>,
-    /// The pod CIDR to claim when the Node has no `spec.podCIDR` yet.
+    /// The pod CIDR to claim when the Node has no `spec.podCIDR` and the node IPAM controller
+    /// gives it none within a few seconds.
     pub pod_cidr: String,
     /// The cluster DNS servers for `dnsPolicy: ClusterFirst`.
     pub cluster_dns: Vec<IpAddr>,
@@ -46,6 +51,22 @@ pub struct AgentConfig {
     pub node_labels: BTreeMap<String, String>,
     /// The `pods` capacity.
     pub max_pods: u32,
+    /// The cluster's pod network: other nodes' pod CIDRs inside it are routed to them, and
+    /// pod traffic leaving it is masqueraded.
+    pub cluster_cidr: String,
+    /// Whether to run the service proxy in-process (off here; `skiff agent` and `skiff server`
+    /// turn it on unless `--disable-kube-proxy`).
+    pub kube_proxy: bool,
+    /// Whether to enforce NetworkPolicies on this node (off here; the CLIs turn it on unless
+    /// `--disable-network-policy`).
+    pub network_policy: bool,
+    /// The HTTP and HTTPS listen addresses of the built-in ingress controller; `None` runs none
+    /// (the CLIs run it on ports 80 and 443 unless `--disable-ingress`).
+    pub ingress: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// The `ip` program and leading arguments, for the routes to other nodes' pods.
+    pub ip_command: Vec<String>,
+    /// The `nft` program and leading arguments, for the masquerade table and the proxy.
+    pub nft_command: Vec<String>,
 }
 
 impl AgentConfig {
@@ -62,6 +83,12 @@ impl AgentConfig {
             bridge_name: "skiff0".into(),
             node_labels: BTreeMap::new(),
             max_pods: 110,
+            cluster_cidr: "10.42.0.0/16".into(),
+            kube_proxy: false,
+            network_policy: false,
+            ingress: None,
+            ip_command: vec!["ip".into()],
+            nft_command: vec!["nft".into()],
         }
     }
 
@@ -153,9 +180,16 @@ async fn run_with_runtime(
     let lease = tokio::spawn(node::lease_loop(ctx.clone()));
     let status = tokio::spawn(node::status_loop(ctx.clone()));
     let pods = tokio::spawn(pods::run(ctx.clone()));
+    let statics = staticpods::StaticUids::default();
+    let static_pods = tokio::spawn(staticpods::run(ctx.clone(), statics.clone()));
+    let gc = tokio::spawn(gc::run(ctx.clone(), statics, gc::GcConfig::default()));
+    let network = net::start(&ctx);
     shutdown.await;
+    network.into_iter().for_each(|t| t.abort());
     lease.abort();
     status.abort();
     pods.abort();
+    static_pods.abort();
+    gc.abort();
     Ok(())
 }

@@ -202,8 +202,19 @@ async fn node_status(ctx: &Context) -> Result<serde_json::Value> {
     }))
 }
 
-/// Creates or updates the Node and returns its pod CIDR (claiming `config.pod_cidr` when the
-/// Node has none yet).
+/// How long [`register`] waits for the node IPAM controller to give a new Node its pod CIDR
+/// before claiming `config.pod_cidr` itself.
+const POD_CIDR_WAIT: Duration = Duration::from_secs(5);
+
+fn pod_cidr_of(node: &Node) -> Option<String> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.clone())
+        .filter(|c| !c.is_empty())
+}
+
+/// Creates or updates the Node and returns its pod CIDR: the one it has or the node IPAM
+/// controller gives it, else `config.pod_cidr` claimed when none arrives within a few seconds.
 pub async fn register(ctx: &Context) -> Result<String> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let name = &ctx.config.node_name;
@@ -247,9 +258,18 @@ pub async fn register(ctx: &Context) -> Result<String> {
             }
         }
     };
-    let pod_cidr = match node.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
-        Some(c) if !c.is_empty() => c,
-        _ => {
+    // As kubelet, leave the pod CIDR to the node IPAM controller: a claim of our own races
+    // with its allocation (two Nodes could end up with one CIDR), so the configured one is only
+    // claimed when no controller answers in time.
+    let mut node = node;
+    let deadline = tokio::time::Instant::now() + POD_CIDR_WAIT;
+    while pod_cidr_of(&node).is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        node = nodes.get(name).await?;
+    }
+    let pod_cidr = match pod_cidr_of(&node) {
+        Some(c) => c,
+        None => {
             let c = ctx.config.pod_cidr.clone();
             nodes
                 .patch(

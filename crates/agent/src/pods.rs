@@ -53,6 +53,10 @@ pub async fn run(ctx: Arc<Context>) {
         match ev {
             watcher::Event::Init => seen.clear(),
             watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
+                // Mirror pods stand for static pods, which `staticpods` runs from their files.
+                if crate::staticpods::is_mirror_pod(&p) {
+                    continue;
+                }
                 let Some(uid) = p.metadata.uid.clone() else {
                     continue;
                 };
@@ -107,17 +111,33 @@ async fn remove_orphans(ctx: &Arc<Context>, known: &HashSet<String>) -> Result<(
         .items;
     let orphans: HashMap<String, cri::PodSandbox> = sandboxes
         .into_iter()
+        .filter(|s| !crate::staticpods::is_static_sandbox(&s.annotations))
         .filter_map(|s| Some((s.labels.get(LABEL_POD_UID)?.clone(), s)))
         .filter(|(u, _)| !known.contains(u))
         .collect();
     for (uid, sb) in orphans {
         tracing::info!(%uid, "removing pod that no longer exists");
-        let w = Worker::new(ctx.clone());
-        w.kill_all(&uid, None, Duration::from_secs(2)).await;
         let meta = sb.metadata.unwrap_or_default();
-        w.cleanup_host(&uid, &meta.namespace, &meta.name);
+        remove_pod(ctx, &uid, &meta.namespace, &meta.name).await;
     }
     Ok(())
+}
+
+/// Stops and removes everything a pod left on the node (containers, sandboxes, host files).
+pub(crate) async fn remove_pod(ctx: &Arc<Context>, uid: &str, ns: &str, name: &str) {
+    let w = Worker::new(ctx.clone());
+    w.kill_all(uid, None, Duration::from_secs(2)).await;
+    w.cleanup_host(uid, ns, name);
+}
+
+/// Runs a pod worker fed by `rx` (`None` stops the pod; a pod with a deletion timestamp
+/// terminates it gracefully); the task ends once the pod is stopped. A pod sent without a
+/// status makes the worker write its status again (its target object was re-created).
+pub(crate) fn spawn_worker(
+    ctx: Arc<Context>,
+    rx: watch::Receiver<Option<Pod>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(Worker::new(ctx).run(rx))
 }
 
 fn now_time() -> Time {
@@ -254,6 +274,9 @@ impl Worker {
                     return;
                 }
                 Some(p) => {
+                    if p.status.is_none() {
+                        self.last_status = None;
+                    }
                     let r = self.sync(&p).await;
                     last = Some(p);
                     match r {
@@ -1250,15 +1273,27 @@ impl Worker {
             format!("Pulling image \"{image}\""),
         );
         let start = std::time::Instant::now();
-        let auth = self.pull_auth(pod, &image).await;
-        match images
-            .pull_image(cri::PullImageRequest {
-                image: Some(spec),
-                auth,
-                sandbox_config: Some(sandbox_cfg.clone()),
-            })
-            .await
-        {
+        let auths = self.pull_auth(pod, &image).await;
+        let attempts: Vec<Option<cri::AuthConfig>> = if auths.is_empty() {
+            vec![None]
+        } else {
+            auths.into_iter().map(Some).collect()
+        };
+        // Each matching credential in turn until one pulls, as upstream does.
+        let mut pulled = Err(tonic::Status::unknown("no pull attempted"));
+        for auth in attempts {
+            pulled = images
+                .pull_image(cri::PullImageRequest {
+                    image: Some(spec.clone()),
+                    auth,
+                    sandbox_config: Some(sandbox_cfg.clone()),
+                })
+                .await;
+            if pulled.is_ok() {
+                break;
+            }
+        }
+        match pulled {
             Ok(r) => {
                 self.event(
                     pod,
@@ -1303,56 +1338,28 @@ impl Worker {
     }
 
     /// Registry credentials from the pod's imagePullSecrets (`kubernetes.io/dockerconfigjson`
-    /// or `.dockercfg`) for the image's registry.
-    async fn pull_auth(&self, pod: &Pod, image: &str) -> Option<cri::AuthConfig> {
+    /// or `.dockercfg`) that apply to the image, in the order to try them (upstream's keyring).
+    async fn pull_auth(&self, pod: &Pod, image: &str) -> Vec<cri::AuthConfig> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let full = crate::image::normalize_reference(image);
-        let registry = full.split('/').next().unwrap_or("docker.io").to_string();
         let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &ns);
-        for r in pod.spec.as_ref()?.image_pull_secrets.iter().flatten() {
-            let Ok(Some(s)) = api.get_opt(&r.name).await else {
-                continue;
-            };
-            let data = s.data.unwrap_or_default();
-            let auths: serde_json::Value = if let Some(d) = data.get(".dockerconfigjson") {
-                serde_json::from_slice::<serde_json::Value>(&d.0)
-                    .ok()?
-                    .get("auths")
-                    .cloned()?
-            } else if let Some(d) = data.get(".dockercfg") {
-                serde_json::from_slice(&d.0).ok()?
-            } else {
-                continue;
-            };
-            for (server, entry) in auths.as_object()? {
-                let host = server
-                    .trim_start_matches("https://")
-                    .trim_start_matches("http://")
-                    .split('/')
-                    .next()
-                    .unwrap_or("");
-                let matches = host == registry
-                    || (registry == "docker.io"
-                        && (host == "index.docker.io" || host == "registry-1.docker.io"));
-                if matches {
-                    let s = |k: &str| {
-                        entry
-                            .get(k)
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    return Some(cri::AuthConfig {
-                        username: s("username"),
-                        password: s("password"),
-                        auth: s("auth"),
-                        server_address: host.to_string(),
-                        ..Default::default()
-                    });
-                }
+        let mut entries = Vec::new();
+        let refs = pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone());
+        for r in refs.iter().flatten() {
+            if let Ok(Some(s)) = api.get_opt(&r.name).await {
+                entries.extend(crate::image::pull_secret_entries(
+                    &s.data.unwrap_or_default(),
+                ));
             }
         }
-        None
+        // Like upstream, no server address: CRI then uses the credentials for the image's host.
+        crate::image::credentials_for(image, &entries)
+            .into_iter()
+            .map(|c| cri::AuthConfig {
+                username: c.username,
+                password: c.password,
+                ..Default::default()
+            })
+            .collect()
     }
 }
 

@@ -165,7 +165,10 @@ pub fn cni_conflist(bridge: &str, pod_cidr: &str, ipam_dir: &Path) -> String {
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                // The agent's own `skiff-nat` table masquerades only traffic leaving the
+                // cluster CIDR; the plugin's would also hide pods' addresses from each other
+                // across nodes.
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -321,6 +324,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(v["plugins"][0]["type"], "bridge");
+        assert_eq!(v["plugins"][0]["ipMasq"], false);
         assert_eq!(
             v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
             "10.42.3.0/24"

@@ -342,8 +342,37 @@ async fn setup_one(
     Ok(p)
 }
 
+/// A token issued for a projected volume, kept until it needs refreshing.
+struct CachedToken {
+    token: String,
+    /// `status.expirationTimestamp`, Unix seconds.
+    expires: i64,
+    /// `spec.expirationSeconds` as the server echoed it.
+    lifetime: i64,
+}
+
+/// What identifies a token request: pod uid, namespace, service account, audience, lifetime.
+type TokenKey = (String, String, String, Option<String>, Option<i64>);
+
+/// The tokens of projected volumes, as kubelet's token manager keeps them: volume refreshes
+/// (every few seconds) reuse a token until 80% of its lifetime has passed.
+fn token_cache() -> &'static std::sync::Mutex<std::collections::HashMap<TokenKey, CachedToken>> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<TokenKey, CachedToken>>,
+    > = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Kubelet's refresh rule: a token is renewed once less than 20% of its lifetime (plus a jitter
+/// of up to 10 s) is left, or when it is older than a day.
+pub fn requires_refresh(now: i64, expires: i64, lifetime: i64, jitter: i64) -> bool {
+    const MAX_TTL: i64 = 24 * 3600;
+    let issued = expires - lifetime;
+    now > issued + MAX_TTL - jitter || now > expires - lifetime * 20 / 100 - jitter
+}
+
 /// A service-account token through the TokenRequest API (`serviceaccounts/<name>/token`),
-/// bound to the pod.
+/// bound to the pod; reused from the cache while it is fresh.
 async fn request_token(
     client: &kube::Client,
     pod: &Pod,
@@ -355,7 +384,28 @@ async fn request_token(
         .spec
         .as_ref()
         .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".into());
+    let key: TokenKey = (
+        pod.metadata.uid.clone().unwrap_or_default(),
+        ns.clone(),
+        sa.clone(),
+        audience.map(String::from),
+        expiration,
+    );
+    let now = chrono::Utc::now();
+    let jitter = i64::from(now.timestamp_subsec_millis() % 10);
+    let now = now.timestamp();
+    {
+        let mut cache = token_cache().lock().expect("token cache lock");
+        // Expired entries are of pods long gone; drop them.
+        cache.retain(|_, t| t.expires > now);
+        if let Some(t) = cache.get(&key) {
+            if !requires_refresh(now, t.expires, t.lifetime, jitter) {
+                return Ok(t.token.clone());
+            }
+        }
+    }
     let body = serde_json::json!({
         "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
         "spec": {
@@ -375,10 +425,26 @@ async fn request_token(
         .request(req)
         .await
         .map_err(|e| format!("requesting a token for service account {ns}/{sa}: {e}"))?;
-    v["status"]["token"]
+    let token = v["status"]["token"]
         .as_str()
         .map(String::from)
-        .ok_or_else(|| "token request returned no token".into())
+        .ok_or("token request returned no token")?;
+    let expires = v["status"]["expirationTimestamp"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp());
+    let lifetime = v["spec"]["expirationSeconds"].as_i64();
+    if let (Some(expires), Some(lifetime)) = (expires, lifetime) {
+        token_cache().lock().expect("token cache lock").insert(
+            key,
+            CachedToken {
+                token: token.clone(),
+                expires,
+                lifetime,
+            },
+        );
+    }
+    Ok(token)
 }
 
 /// Whether `p` is a mount point (listed in /proc/self/mountinfo).
@@ -480,6 +546,98 @@ pub fn teardown(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_refresh_at_eighty_percent_or_a_day() {
+        // Issued at 1000 for an hour: fresh until 80% (3880), renewed after.
+        assert!(!requires_refresh(1_000, 4_600, 3600, 0));
+        assert!(!requires_refresh(3_880, 4_600, 3600, 0));
+        assert!(requires_refresh(3_881, 4_600, 3600, 0));
+        // The jitter renews a little earlier.
+        assert!(requires_refresh(3_875, 4_600, 3600, 6));
+        // Long-lived tokens are renewed after a day.
+        let year = 365 * 24 * 3600;
+        assert!(!requires_refresh(1_000 + 24 * 3600, 1_000 + year, year, 0));
+        assert!(requires_refresh(1_001 + 24 * 3600, 1_000 + year, year, 0));
+    }
+
+    /// A projected volume's token comes from the TokenRequest API bound to the pod, and is
+    /// reused across volume refreshes.
+    #[tokio::test]
+    async fn projected_token_is_requested_bound_and_cached() {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use kube::api::PostParams;
+        let server = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
+            store: std::sync::Arc::new(skiff_store::MemoryStore::new()),
+            advertise_address: "127.0.0.1".parse().unwrap(),
+            port: 6443,
+            tokens: None,
+            event_ttl: std::time::Duration::from_secs(3600),
+            insecure_anonymous_admin: true,
+            default_toleration_seconds: (300, 300),
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(skiff_apiserver::serve(
+            server.clone(),
+            listener,
+            None,
+            std::future::pending(),
+        ));
+        let client =
+            kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+                .unwrap();
+        let sa: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "robot"}})).unwrap();
+        Api::<ServiceAccount>::namespaced(client.clone(), "default")
+            .create(&PostParams::default(), &sa)
+            .await
+            .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "tok"},
+            "spec": {"serviceAccountName": "robot",
+                "containers": [{"name": "c", "image": "busybox"}],
+                "volumes": [{"name": "t", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                    {"serviceAccountToken": {"path": "vault", "audience": "vault"}},
+                ]}}]}
+        }))
+        .unwrap();
+        let pod = Api::<Pod>::namespaced(client.clone(), "default")
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let src = Sources::default();
+        let vols = setup(&client, &pod, dir.path(), &src).await.unwrap();
+        let vdir = &vols["t"];
+        let token = std::fs::read_to_string(vdir.join("token")).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                token.split('.').nth(1).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["sub"], "system:serviceaccount:default:robot");
+        assert_eq!(
+            claims["kubernetes.io"]["pod"]["uid"],
+            pod.metadata.uid.clone().unwrap()
+        );
+        let vault = std::fs::read_to_string(vdir.join("vault")).unwrap();
+        assert_ne!(vault, token);
+        // The server accepts the token it issued.
+        let now = chrono::Utc::now().timestamp();
+        assert!(server.service_account_issuer().verify(&token, now).is_ok());
+        // A refresh reuses the cached tokens: the volume is not rewritten.
+        let data = std::fs::read_link(vdir.join("..data")).unwrap();
+        setup(&client, &pod, dir.path(), &src).await.unwrap();
+        assert_eq!(std::fs::read_to_string(vdir.join("token")).unwrap(), token);
+        assert_eq!(std::fs::read_link(vdir.join("..data")).unwrap(), data);
+    }
 
     #[test]
     fn atomic_writer_swaps_and_prunes() {

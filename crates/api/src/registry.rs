@@ -122,7 +122,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true, short: ["rc"], cat: ["all"], sub: ["status", "scale"], storage: "controllers", stored: true),
     res!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", true, short: ["quota"], cat: [], sub: ["status"], storage: "resourcequotas", stored: true),
     res!("", "v1", "Secret", "secrets", "secret", true, short: [], cat: [], sub: [], storage: "secrets", stored: true),
-    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, short: ["sa"], cat: [], sub: [], storage: "serviceaccounts", stored: true),
+    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, short: ["sa"], cat: [], sub: ["token"], storage: "serviceaccounts", stored: true),
     res!("", "v1", "Service", "services", "service", true, short: ["svc"], cat: ["all"], sub: ["status"], storage: "services/specs", stored: true),
     // apps/v1
     res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, short: [], cat: [], sub: [], storage: "controllerrevisions", stored: true),

@@ -12,6 +12,11 @@ fn subresource_kind(r: &ResourceInfo, sub: &str) -> (String, String, String) {
     match sub {
         "scale" => ("autoscaling".into(), "v1".into(), "Scale".into()),
         "binding" => ("".into(), "v1".into(), "Binding".into()),
+        "token" => (
+            "authentication.k8s.io".into(),
+            "v1".into(),
+            "TokenRequest".into(),
+        ),
         "exec" => ("".into(), "v1".into(), "PodExecOptions".into()),
         "attach" => ("".into(), "v1".into(), "PodAttachOptions".into()),
         "portforward" => ("".into(), "v1".into(), "PodPortForwardOptions".into()),
@@ -22,7 +27,7 @@ fn subresource_kind(r: &ResourceInfo, sub: &str) -> (String, String, String) {
 
 fn subresource_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
-        "binding" => vec!["create"],
+        "binding" | "token" => vec!["create"],
         "finalize" => vec!["update"],
         "log" => vec!["get"],
         "exec" | "attach" | "portforward" => vec!["create", "get"],

@@ -295,6 +295,7 @@ pub fn enable_nodes(
     let token = ensure_token(data_dir, pki.ca_cert_pem())?;
     server.set_kubelet_client_tls(kubelet_client_tls(&pki)?);
     server.enable_join(pki, token.clone());
+    server.load_service_account_key(&data_dir.join("tls"))?;
     Ok(token)
 }
 

@@ -14,6 +14,7 @@
 //! - `metrics`: Prometheus metrics;
 //! - `proxy`: the subresources node agents serve (logs, exec, attach, port-forward, node proxy);
 //! - `join`: the join token and the node certificate endpoint;
+//! - `satoken`: bound service-account tokens (TokenRequest, authentication, OIDC discovery);
 //! - `error`: `Status` errors.
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ pub mod negotiate;
 pub mod proxy;
 pub mod reqinfo;
 pub mod rest;
+pub mod satoken;
 pub mod server;
 pub mod strategy;
 pub mod watch;
@@ -87,6 +89,7 @@ pub struct ApiServer {
     pub(crate) opts: Arc<Options>,
     pub(crate) proxy: Arc<proxy::ProxyState>,
     pub(crate) join: Arc<join::JoinState>,
+    pub(crate) satoken: Arc<satoken::Issuer>,
 }
 
 /// What a handler knows of the request besides path and body.
@@ -135,6 +138,7 @@ impl ApiServer {
             }),
             proxy: Arc::default(),
             join: Arc::default(),
+            satoken: Arc::new(satoken::Issuer::new()?),
         };
         bootstrap::run(&server, config.advertise_address, config.port).await?;
         events_ttl::spawn(

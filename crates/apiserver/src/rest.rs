@@ -453,6 +453,9 @@ impl ApiServer {
         if rr.subresource.as_deref() == Some("binding") {
             return self.bind(rr, obj).await;
         }
+        if rr.subresource.as_deref() == Some("token") {
+            return self.create_token(rr, ctx, obj).await;
+        }
         if rr.subresource.is_some() {
             return Err(ApiError::method_not_allowed());
         }
@@ -624,6 +627,7 @@ impl ApiServer {
             return Ok(());
         }
         strategy::admit_pod(obj, self.opts.default_toleration_seconds);
+        self.admit_pod_service_account(obj).await?;
         if let Some(pc) = obj["spec"]["priorityClassName"]
             .as_str()
             .filter(|s| !s.is_empty())

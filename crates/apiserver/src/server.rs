@@ -149,6 +149,16 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/readyz/")
 }
 
+/// The `Authorization: Bearer` token of a request.
+fn bearer_token<B>(req: &http::Request<B>) -> Option<String> {
+    req.headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(|t| t.trim().to_string())
+}
+
 fn version_doc() -> serde_json::Value {
     json!({
         "major": KUBE_VERSION.0,
@@ -200,7 +210,12 @@ impl ApiServer {
     pub async fn handle(&self, req: http::Request<Incoming>, peer: Option<UserInfo>) -> Resp {
         let started = Instant::now();
         let path = req.uri().path().to_string();
-        let user = self.authenticate(&req, peer);
+        let mut user = self.authenticate(&req, peer);
+        if user.is_none() {
+            if let Some(token) = bearer_token(&req) {
+                user = self.authenticate_service_account(&token).await;
+            }
+        }
         let (resp, verb, resource) = match user {
             None if !is_public(&path) => {
                 (error_response(&ApiError::unauthorized()), "", String::new())
@@ -270,6 +285,9 @@ impl ApiServer {
             || path.starts_with("/readyz/")
         {
             return nonres(Ok(text_response(200, "ok")));
+        }
+        if let Some(r) = self.openid_endpoint(&path) {
+            return nonres(Ok(r));
         }
         if let Some(gv) = path.strip_prefix("/openapi/v3/") {
             return nonres(self.openapi_v3(gv, &query));

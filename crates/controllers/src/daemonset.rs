@@ -1,11 +1,12 @@
 //! The DaemonSet controller (upstream's pkg/controller/daemon): one pod per eligible node
 //! (nodeSelector, required node affinity, taints against the pod's tolerations plus the
 //! daemon tolerations upstream adds), placed by the scheduler through a node affinity on
-//! `metadata.name`; pods follow nodes as they come and go; revisions as ControllerRevisions
-//! and a RollingUpdate with maxUnavailable/maxSurge, or OnDelete.
+//! `metadata.name`; pods follow nodes as they come and go; failed pods are killed and
+//! replaced with a per-node exponential backoff; revisions as ControllerRevisions and a
+//! RollingUpdate with maxUnavailable/maxSurge, or OnDelete.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -22,6 +23,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::deployment::util::compute_hash;
+use crate::job::{Clock, SystemClock};
 use crate::replicaset::slow_start_batch;
 use crate::runtime::podutil;
 use crate::runtime::{
@@ -35,6 +37,92 @@ pub const REVISION_LABEL: &str = "controller-revision-hash";
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
 /// Creations and deletions per sync at most (upstream's BurstReplicas).
 const BURST_REPLICAS: usize = 250;
+/// The first delay before a failed daemon pod of a node is killed again.
+pub const FAILED_POD_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// The longest such delay.
+pub const FAILED_POD_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// One key's state in [`FailedPodsBackoff`].
+#[derive(Debug, Clone, Copy)]
+struct BackoffEntry {
+    backoff: Duration,
+    last_update: Timestamp,
+}
+
+/// Upstream's failedPodsBackoff (a client-go flowcontrol.Backoff without jitter): per
+/// DaemonSet generation and node, the delay doubles from 1 s up to 15 min each time a
+/// failed pod is killed, and resets after twice the maximum without failures.
+#[derive(Debug, Default)]
+pub struct FailedPodsBackoff {
+    entries: Mutex<HashMap<String, BackoffEntry>>,
+}
+
+impl FailedPodsBackoff {
+    fn expired(e: &BackoffEntry, now: Timestamp) -> bool {
+        elapsed(e.last_update, now) > FAILED_POD_BACKOFF_MAX * 2
+    }
+
+    /// Whether `key` was bumped less than its current delay ago.
+    pub fn in_backoff(&self, key: &str, now: Timestamp) -> bool {
+        let map = self.entries.lock().unwrap();
+        map.get(key)
+            .is_some_and(|e| !Self::expired(e, now) && elapsed(e.last_update, now) < e.backoff)
+    }
+
+    /// The current delay of `key`.
+    pub fn get(&self, key: &str) -> Duration {
+        let map = self.entries.lock().unwrap();
+        map.get(key).map_or(Duration::ZERO, |e| e.backoff)
+    }
+
+    /// Records a kill at `now`: the first (or first after expiry) waits 1 s, each next
+    /// one twice the last, at most 15 min. Expired keys are dropped on the way.
+    pub fn next(&self, key: &str, now: Timestamp) {
+        let mut map = self.entries.lock().unwrap();
+        map.retain(|_, e| !Self::expired(e, now));
+        let backoff = match map.get(key) {
+            Some(e) => (e.backoff * 2).min(FAILED_POD_BACKOFF_MAX),
+            None => FAILED_POD_BACKOFF_INITIAL,
+        };
+        map.insert(
+            key.to_string(),
+            BackoffEntry {
+                backoff,
+                last_update: now,
+            },
+        );
+    }
+}
+
+fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(since)).unwrap_or_default()
+}
+
+/// The DaemonSet annotation upstream's API server keeps at the template's generation.
+pub const TEMPLATE_GENERATION_ANNOTATION: &str = "deprecated.daemonset.template.generation";
+
+/// The template generation: the deprecated annotation when set, else (skiff's API server
+/// does not keep that annotation) the object's generation.
+fn template_generation(ds: &DaemonSet) -> Option<i64> {
+    ds.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TEMPLATE_GENERATION_ANNOTATION))
+        .and_then(|v| v.parse().ok())
+        .or(ds.metadata.generation)
+}
+
+/// Upstream's failedPodsBackoffKey.
+fn failed_pods_backoff_key(ds: &DaemonSet, node: &str) -> String {
+    format!(
+        "{}/{}/{node}",
+        ds.metadata.uid.as_deref().unwrap_or_default(),
+        ds.status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            .unwrap_or(0)
+    )
+}
 
 /// The DaemonSet controller over shared caches.
 pub struct DaemonSetController {
@@ -55,6 +143,10 @@ pub struct DaemonSetController {
     /// Deletions in flight per DaemonSet (kept apart: one sync may both create and
     /// delete, and [`Expectations`] records one kind at a time).
     pub deletions: Expectations,
+    /// Delays between kills of failed daemon pods.
+    pub failed_pods_backoff: FailedPodsBackoff,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Whether `toleration` tolerates `taint` (upstream's Toleration.ToleratesTaint).
@@ -331,11 +423,19 @@ fn created(p: &Pod) -> Option<Timestamp> {
     p.metadata.creation_timestamp.as_ref().map(|t| t.0)
 }
 
-/// The node's pods, oldest first (upstream's podByCreationTimestampAndPhase).
+/// The node's pods, bound ones first, then oldest first (upstream's
+/// podByCreationTimestampAndPhase).
 fn sort_oldest_first(pods: &mut [Arc<Pod>]) {
+    let unbound = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_none_or(str::is_empty)
+    };
     pods.sort_by(|a, b| {
-        created(a)
-            .cmp(&created(b))
+        unbound(a)
+            .cmp(&unbound(b))
+            .then_with(|| created(a).cmp(&created(b)))
             .then_with(|| a.metadata.name.cmp(&b.metadata.name))
     });
 }
@@ -373,6 +473,18 @@ impl DaemonSetController {
         revisions: Arc<Cache<ControllerRevision>>,
         control: Arc<dyn Control>,
     ) -> Arc<Self> {
+        Self::with_clock(sets, pods, nodes, revisions, control, Arc::new(SystemClock))
+    }
+
+    /// [`DaemonSetController::new`] with a given time source (tests).
+    pub fn with_clock(
+        sets: Arc<Cache<DaemonSet>>,
+        pods: Arc<Cache<Pod>>,
+        nodes: Arc<Cache<Node>>,
+        revisions: Arc<Cache<ControllerRevision>>,
+        control: Arc<dyn Control>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
         Arc::new(DaemonSetController {
             sets,
             pods,
@@ -382,6 +494,8 @@ impl DaemonSetController {
             queue: WorkQueue::default(),
             expectations: Expectations::default(),
             deletions: Expectations::default(),
+            failed_pods_backoff: FailedPodsBackoff::default(),
+            clock,
         })
     }
 
@@ -414,8 +528,7 @@ impl DaemonSetController {
                     if let Some(ds) = me.owner_of(pod) {
                         let key = key_of(ds.as_ref());
                         if pod.metadata.deletion_timestamp.is_some() {
-                            me.expectations
-                                .deletion_observed(&key, &key_of(pod.as_ref()));
+                            me.deletions.deletion_observed(&key, &key_of(pod.as_ref()));
                         } else {
                             me.expectations.creation_observed(&key);
                         }
@@ -427,8 +540,7 @@ impl DaemonSetController {
                         if let Some(ds) = me.owner_of(p) {
                             let key = key_of(ds.as_ref());
                             if new.metadata.deletion_timestamp.is_some() {
-                                me.expectations
-                                    .deletion_observed(&key, &key_of(new.as_ref()));
+                                me.deletions.deletion_observed(&key, &key_of(new.as_ref()));
                             }
                             me.queue.add(key);
                         }
@@ -437,8 +549,7 @@ impl DaemonSetController {
                 Change::Deleted(_) => {
                     if let Some(ds) = me.owner_of(pod) {
                         let key = key_of(ds.as_ref());
-                        me.expectations
-                            .deletion_observed(&key, &key_of(pod.as_ref()));
+                        me.deletions.deletion_observed(&key, &key_of(pod.as_ref()));
                         me.queue.add(key);
                     }
                 }
@@ -474,6 +585,9 @@ impl DaemonSetController {
         };
         let ds = (*ds).clone();
         let ns = ds.namespace().unwrap_or_default();
+        // Read before the pods: a creation or deletion observed after the listing must not
+        // count as seen by it.
+        let satisfied = self.satisfied(key);
         let selector =
             podutil::selector(ds.spec.as_ref().map(|s| &s.selector)).map_err(anyhow::Error::msg)?;
         let pods = claim(
@@ -485,9 +599,14 @@ impl DaemonSetController {
         )
         .await?;
         let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
+        // History keeps the revisions of terminal pods being deleted too.
+        let mut with_deleted: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
         for p in pods {
             // Upstream skips pods whose node cannot be told (adopted, never targeted).
-            if let Some(n) = target_node(&p) {
+            let Some(n) = target_node(&p) else { continue };
+            with_deleted.entry(n.clone()).or_default().push(p.clone());
+            let terminal = matches!(podutil::phase(&p), "Succeeded" | "Failed");
+            if !(terminal && p.metadata.deletion_timestamp.is_some()) {
                 by_node.entry(n).or_default().push(p);
             }
         }
@@ -500,17 +619,22 @@ impl DaemonSetController {
             return Ok(None);
         }
         self.ensure_revision(&ds, &hash).await?;
-        if self.satisfied(key) {
-            self.manage(key, &ds, &by_node, &hash).await?;
+        let mut requeue = None;
+        if satisfied {
+            requeue = self.manage(key, &ds, &by_node, &hash).await?;
             // The rollout acts only on a node state manage left untouched.
             if is_rolling(&ds) && self.satisfied(key) {
                 self.rolling_update(key, &ds, &by_node, &hash).await?;
             }
-            self.cleanup_history(&ds, &by_node, &hash).await?;
+            self.cleanup_history(&ds, &with_deleted, &hash).await?;
         }
         self.write_status(&ds, &by_node, &hash).await?;
         // Availability comes with time, not with an event.
-        Ok((min_ready(&ds) > 0).then(|| Duration::from_secs(min_ready(&ds) as u64)))
+        let ready_after = (min_ready(&ds) > 0).then(|| Duration::from_secs(min_ready(&ds) as u64));
+        Ok(match (requeue, ready_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Creates the ControllerRevision of the current template if missing.
@@ -622,7 +746,7 @@ impl DaemonSetController {
         let tm = t.metadata.unwrap_or_default();
         let mut labels = tm.labels.unwrap_or_default();
         labels.insert(REVISION_LABEL.into(), hash.into());
-        if let Some(g) = ds.metadata.generation {
+        if let Some(g) = template_generation(ds) {
             labels.insert(TEMPLATE_GENERATION_LABEL.into(), g.to_string());
         }
         let mut spec = t.spec.unwrap_or_default();
@@ -644,18 +768,20 @@ impl DaemonSetController {
     }
 
     /// Upstream's manage: which nodes need a daemon pod and which pods must go
-    /// (misscheduled, duplicate, failed, or on nodes that no longer exist).
+    /// (misscheduled, duplicate, failed, or on nodes that no longer exist); returns when
+    /// to look again at failed pods held back by their backoff.
     async fn manage(
         &self,
         key: &str,
         ds: &DaemonSet,
         by_node: &HashMap<String, Vec<Arc<Pod>>>,
         hash: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Duration>, ApiError> {
         let t = template(ds);
         let (max_surge, _) = surge_and_unavailable(ds, 0);
         let surge = is_rolling(ds) && max_surge > 0;
-        let now = Timestamp::now();
+        let now = self.clock.now();
+        let mut requeue: Option<Duration> = None;
         let mut create_on: Vec<String> = Vec::new();
         let mut delete: Vec<Arc<Pod>> = Vec::new();
         let nodes: BTreeMap<String, Arc<Node>> = self
@@ -676,6 +802,15 @@ impl DaemonSetController {
                         continue;
                     }
                     if podutil::phase(p) == "Failed" {
+                        // Kubelets that keep rejecting a pod would make the controller
+                        // hot-loop: kills of failed pods back off per node.
+                        let bkey = failed_pods_backoff_key(ds, name);
+                        if self.failed_pods_backoff.in_backoff(&bkey, now) {
+                            let d = self.failed_pods_backoff.get(&bkey);
+                            requeue = Some(requeue.map_or(d, |r| r.min(d)));
+                            continue;
+                        }
+                        self.failed_pods_backoff.next(&bkey, now);
                         // Replaced on the next pass, once the deletion is observed.
                         let msg = format!(
                             "Found failed daemon pod {}/{} on node {name}, will try to kill it",
@@ -689,12 +824,6 @@ impl DaemonSetController {
                         continue;
                     }
                     running.push(p.clone());
-                }
-                if running.is_empty()
-                    && should_run
-                    && pods.iter().all(|p| podutil::phase(p) == "Failed")
-                {
-                    create_on.push(name.clone());
                 }
                 if running.len() > 1 {
                     delete.extend(excess_pods(&running, surge, hash, min_ready(ds), now));
@@ -717,7 +846,8 @@ impl DaemonSetController {
                 );
             }
         }
-        self.sync_nodes(key, ds, delete, create_on, hash).await
+        self.sync_nodes(key, ds, delete, create_on, hash).await?;
+        Ok(requeue)
     }
 
     /// Deletes `delete` and creates one pod on each of `create_on`, at most
@@ -772,8 +902,7 @@ impl DaemonSetController {
         let results = join_all(delete.iter().map(|p| async move {
             let r = delete_pod(self.control.as_ref(), ds, p).await;
             if r.is_err() {
-                self.expectations
-                    .deletion_observed(key, &key_of(p.as_ref()));
+                self.deletions.deletion_observed(key, &key_of(p.as_ref()));
             }
             r
         }))
@@ -804,7 +933,7 @@ impl DaemonSetController {
         let nodes = self.nodes.list_all();
         let desired = nodes.iter().filter(|n| node_should_run(&t, n).0).count() as i32;
         let (max_surge, max_unavailable) = surge_and_unavailable(ds, desired);
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let available = |p: &Pod| podutil::is_pod_available(p, min_ready(ds), now);
         let mut names: Vec<&String> = by_node.keys().collect();
         names.sort();
@@ -875,8 +1004,8 @@ impl DaemonSetController {
         hash: &str,
     ) -> Result<(), ApiError> {
         let t = template(ds);
-        let now = Timestamp::now();
-        let generation = ds.metadata.generation.map(|g| g.to_string());
+        let now = self.clock.now();
+        let generation = template_generation(ds).map(|g| g.to_string());
         let (mut desired, mut current, mut misscheduled) = (0, 0, 0);
         let (mut ready, mut available, mut updated) = (0, 0, 0);
         for node in self.nodes.list_all() {
@@ -903,7 +1032,8 @@ impl DaemonSetController {
             let labels = pod.metadata.labels.as_ref();
             let gen_matches = generation.is_some()
                 && labels.and_then(|l| l.get(TEMPLATE_GENERATION_LABEL)) == generation.as_ref();
-            if hash_of(pod) == Some(hash) || (hash_of(pod).is_none() && gen_matches) {
+            // Upstream's IsPodUpdated: the hash or the deprecated template generation.
+            if hash_of(pod) == Some(hash) || gen_matches {
                 updated += 1;
             }
         }

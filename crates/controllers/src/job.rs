@@ -1,7 +1,11 @@
 //! The Job controller (upstream's pkg/controller/job, v1.32 semantics): runs pods until
 //! `completions` succeed (NonIndexed or Indexed), keeps at most `parallelism` active,
 //! recreates failed pods with exponential backoff up to `backoffLimit`, enforces
-//! `activeDeadlineSeconds` and `podFailurePolicy`, honours `suspend`, tracks terminated pods
+//! `activeDeadlineSeconds` and `podFailurePolicy` (FailJob, FailIndex, Ignore, Count),
+//! Indexed Jobs' `backoffLimitPerIndex` / `maxFailedIndexes` (`status.failedIndexes`, the
+//! per-index failure-count annotations and per-index backoff) and `successPolicy`,
+//! `podReplacementPolicy` (terminating pods hold their place under `Failed`) with
+//! `status.terminating`, honours `suspend`, tracks terminated pods
 //! with the `batch.kubernetes.io/job-tracking` finalizer and `uncountedTerminatedPods`, and
 //! deletes finished Jobs after `ttlSecondsAfterFinished` (upstream's TTL-after-finished
 //! controller, folded in here).
@@ -33,6 +37,11 @@ pub const JOB_TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 pub const JOB_COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 /// The environment variable exposing the completion index to containers.
 pub const JOB_COMPLETION_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
+/// The annotation counting the failures of an index before this pod (backoffLimitPerIndex).
+pub const JOB_INDEX_FAILURE_COUNT: &str = "batch.kubernetes.io/job-index-failure-count";
+/// The annotation counting the ignored failures of an index before this pod.
+pub const JOB_INDEX_IGNORED_FAILURE_COUNT: &str =
+    "batch.kubernetes.io/job-index-ignored-failure-count";
 /// Upstream's DefaultJobPodFailureBackOff.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(10);
 /// Upstream's MaxJobPodFailureBackOff.
@@ -215,13 +224,165 @@ fn is_pod_failed(pod: &Pod, job: &Job) -> bool {
     if podutil::phase(pod) == "Failed" {
         return true;
     }
-    let spec = job.spec.as_ref();
-    let only_failed = spec.and_then(|s| s.pod_failure_policy.as_ref()).is_some()
-        || spec.and_then(|s| s.pod_replacement_policy.as_deref()) == Some("Failed");
-    !only_failed && pod.metadata.deletion_timestamp.is_some() && podutil::phase(pod) != "Succeeded"
+    !only_replace_failed(job)
+        && pod.metadata.deletion_timestamp.is_some()
+        && podutil::phase(pod) != "Succeeded"
 }
 
-/// When the pod finished: its containers' latest finish, else `now`.
+/// Upstream's onlyReplaceFailedPods: podReplacementPolicy Failed (implied by a
+/// podFailurePolicy) makes terminating pods block their replacement.
+fn only_replace_failed(job: &Job) -> bool {
+    let spec = job.spec.as_ref();
+    spec.and_then(|s| s.pod_failure_policy.as_ref()).is_some()
+        || spec.and_then(|s| s.pod_replacement_policy.as_deref()) == Some("Failed")
+}
+
+fn has_backoff_limit_per_index(job: &Job) -> bool {
+    is_indexed(job)
+        && job
+            .spec
+            .as_ref()
+            .and_then(|s| s.backoff_limit_per_index)
+            .is_some()
+}
+
+fn annotation_count(pod: &Pod, key: &str) -> i32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|v| *v >= 0)
+        .unwrap_or(0)
+}
+
+/// Counted and ignored failures of the pod's index before this pod.
+fn index_failure_counts(pod: &Pod) -> (i32, i32) {
+    (
+        annotation_count(pod, JOB_INDEX_FAILURE_COUNT),
+        annotation_count(pod, JOB_INDEX_IGNORED_FAILURE_COUNT),
+    )
+}
+
+/// Whether a failed pod's failure counts (podFailurePolicy Ignore does not).
+fn failure_counts(job: &Job, pod: &Pod) -> bool {
+    podutil::phase(pod) != "Failed" || match_pod_failure_policy(job, pod) != PolicyAction::Ignore
+}
+
+/// Upstream's isIndexFailed: the pod failed with FailIndex, or its counted failure
+/// exhausts backoffLimitPerIndex.
+fn is_index_failed(job: &Job, pod: &Pod) -> bool {
+    if !is_pod_failed(pod, job) {
+        return false;
+    }
+    if podutil::phase(pod) == "Failed"
+        && match_pod_failure_policy(job, pod) == PolicyAction::FailIndex
+    {
+        return true;
+    }
+    let limit = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.backoff_limit_per_index)
+        .unwrap_or(i32::MAX);
+    failure_counts(job, pod) && index_failure_counts(pod).0 >= limit
+}
+
+/// The failure counts a replacement of `replaced` carries (upstream's
+/// getNewIndexFailureCounts).
+fn new_index_failure_counts(job: &Job, replaced: Option<&Pod>) -> (i32, i32) {
+    let Some(p) = replaced else {
+        return (0, 0);
+    };
+    let (counted, ignored) = index_failure_counts(p);
+    if failure_counts(job, p) {
+        (counted + 1, ignored)
+    } else {
+        (counted, ignored + 1)
+    }
+}
+
+/// Evaluates `spec.successPolicy` against the succeeded indexes (upstream's
+/// matchSuccessPolicy); the message names the first rule met.
+pub fn match_success_policy(job: &Job, succeeded: &BTreeSet<i32>) -> Option<String> {
+    let spec = job.spec.as_ref()?;
+    let policy = spec.success_policy.as_ref()?;
+    if succeeded.is_empty() {
+        return None;
+    }
+    let completions = spec.completions.unwrap_or(0);
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let met = if let Some(idx) = &rule.succeeded_indexes {
+            let required: BTreeSet<i32> = parse_indexes(idx)
+                .into_iter()
+                .filter(|i| *i < completions)
+                .collect();
+            if required.is_empty() {
+                continue;
+            }
+            let done = required.intersection(succeeded).count() as i32;
+            match rule.succeeded_count {
+                Some(n) => done >= n,
+                None => done == required.len() as i32,
+            }
+        } else if let Some(n) = rule.succeeded_count {
+            succeeded.len() as i32 >= n
+        } else {
+            false
+        };
+        if met {
+            return Some(format!("Matched rules at index {i}"));
+        }
+    }
+    None
+}
+
+/// Upstream's getRemainingTimeForFailuresCount: `base * 2^(failures-1)` (capped at `max`)
+/// after the last failure.
+fn remaining_for_failures(
+    failures: i32,
+    last: Timestamp,
+    now: Timestamp,
+    base: Duration,
+    max: Duration,
+) -> Duration {
+    if failures <= 0 {
+        return Duration::ZERO;
+    }
+    let delay = base.mul_f64(2f64.powi((failures - 1).min(30))).min(max);
+    let until = last + SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO);
+    if until <= now {
+        Duration::ZERO
+    } else {
+        Duration::try_from(until.duration_since(now)).unwrap_or_default()
+    }
+}
+
+/// What one manage pass did.
+#[derive(Default)]
+struct Managed {
+    /// Pods created.
+    created: Vec<Arc<Pod>>,
+    /// Surplus pods deleted.
+    deleted: Vec<Arc<Pod>>,
+    /// When to look again (a backoff is running).
+    requeue: Option<Duration>,
+}
+
+/// Per-index state manage needs beyond the counters.
+struct IndexState<'a> {
+    /// Indexes that succeeded.
+    completed: &'a BTreeSet<i32>,
+    /// Indexes failed for good (backoffLimitPerIndex).
+    failed: &'a BTreeSet<i32>,
+    /// Per index, the last failed pod kept (with its finalizer) until it is replaced.
+    delayed: &'a HashMap<i32, Arc<Pod>>,
+    /// Pods being deleted that have not terminated.
+    terminating: &'a [Arc<Pod>],
+}
+
+/// When the pod finished (upstream's getFinishedTime): its containers' latest finish,
+/// else when it stopped being Ready, else its deletion, else its creation (else `now`).
 fn finish_time(pod: &Pod, now: Timestamp) -> Timestamp {
     pod.status
         .iter()
@@ -229,6 +390,14 @@ fn finish_time(pod: &Pod, now: Timestamp) -> Timestamp {
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
         .map(|t| t.0)
         .max()
+        .or_else(|| {
+            podutil::pod_condition(pod, "Ready")
+                .filter(|c| c.status == "False")
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| t.0)
+        })
+        .or_else(|| pod.metadata.deletion_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
         .unwrap_or(now)
 }
 
@@ -239,6 +408,8 @@ pub enum PolicyAction {
     FailJob(String),
     /// Do not count the failure.
     Ignore,
+    /// Fail the pod's index (Jobs with backoffLimitPerIndex); counts the failure.
+    FailIndex,
     /// Count the failure (also when no rule matches).
     Count,
 }
@@ -308,6 +479,7 @@ pub fn match_pod_failure_policy(job: &Job, pod: &Pod) -> PolicyAction {
             return match rule.action.as_str() {
                 "FailJob" => PolicyAction::FailJob(msg),
                 "Ignore" => PolicyAction::Ignore,
+                "FailIndex" => PolicyAction::FailIndex,
                 _ => PolicyAction::Count,
             };
         }
@@ -533,8 +705,11 @@ impl JobController {
                 return Ok(None);
             }
         };
+        // Read before the pods: a creation observed after the listing must not count as
+        // seen by it (upstream checks expectations first for the same reason).
+        let satisfied = self.expectations.satisfied(key);
         let pods = self.claimed_pods(&job, &selector, &ns).await?;
-        self.sync_active(key, &job, pods, now).await
+        self.sync_active(key, &job, pods, now, satisfied).await
     }
 
     async fn claimed_pods(
@@ -604,12 +779,20 @@ impl JobController {
         job: &Arc<Job>,
         pods: Vec<Arc<Pod>>,
         now: Timestamp,
+        satisfied: bool,
     ) -> anyhow::Result<Option<Duration>> {
         let spec = job.spec.clone().unwrap_or_default();
         let indexed = is_indexed(job);
         let completions = spec.completions;
         let parallelism = spec.parallelism.unwrap_or(1).max(0);
-        let backoff_limit = spec.backoff_limit.unwrap_or(6);
+        let backoff_limit = spec.backoff_limit.unwrap_or(
+            // As upstream defaults it: with per-index limits only those apply.
+            if spec.backoff_limit_per_index.is_some() {
+                i32::MAX
+            } else {
+                6
+            },
+        );
         let suspended = spec.suspend.unwrap_or(false);
         let old_status = job.status.clone().unwrap_or_default();
         let mut status = old_status.clone();
@@ -628,6 +811,74 @@ impl JobController {
         let mut new_failed_times = Vec::new();
         let mut new_succeeded_times = Vec::new();
         let mut ignored: Vec<Arc<Pod>> = Vec::new();
+
+        // backoffLimitPerIndex: failed indexes, and per index the last failed pod, whose
+        // finalizer stays until its replacement carries the failure count.
+        let per_index = has_backoff_limit_per_index(job);
+        let c_total = completions.unwrap_or(0);
+        let mut failed_idx: BTreeSet<i32> = BTreeSet::new();
+        let mut delayed: HashMap<i32, Arc<Pod>> = HashMap::new();
+        let counting = |p: &Arc<Pod>| {
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            has_finalizer(p)
+                && !self.finalizer_pending(key, &uid)
+                && !unc_succ.contains(&uid)
+                && !unc_fail.contains(&uid)
+        };
+        let valid_index = |p: &Pod| completion_index(p).filter(|i| *i < c_total);
+        let mut finishing_known = failure_target.is_some()
+            || has_condition(&status, "SuccessCriteriaMet").is_some()
+            || job.metadata.deletion_timestamp.is_some();
+        if per_index {
+            failed_idx = parse_indexes(status.failed_indexes.as_deref().unwrap_or(""))
+                .into_iter()
+                .filter(|i| *i < c_total)
+                .collect();
+            failed_idx.extend(
+                pods.iter()
+                    .filter(|p| is_index_failed(job, p))
+                    .filter_map(|p| valid_index(p)),
+            );
+            let mut succeeded_now = completed.clone();
+            succeeded_now.extend(
+                pods.iter()
+                    .filter(|p| has_finalizer(p) && podutil::phase(p) == "Succeeded")
+                    .filter_map(|p| valid_index(p)),
+            );
+            let active_idx: HashSet<i32> = pods
+                .iter()
+                .filter(|p| podutil::is_pod_active(p))
+                .filter_map(|p| completion_index(p))
+                .collect();
+            for p in pods.iter().filter(|p| counting(p) && is_pod_failed(p, job)) {
+                let Some(ix) = valid_index(p) else { continue };
+                if succeeded_now.contains(&ix)
+                    || failed_idx.contains(&ix)
+                    || active_idx.contains(&ix)
+                {
+                    continue;
+                }
+                let abs = |q: &Pod| {
+                    let (a, b) = index_failure_counts(q);
+                    a + b
+                };
+                let replace = delayed.get(&ix).is_none_or(|last| {
+                    abs(last) <= abs(p) && finish_time(p, now) >= finish_time(last, now)
+                });
+                if replace {
+                    delayed.insert(ix, p.clone());
+                }
+            }
+            let max_failed = spec.max_failed_indexes;
+            finishing_known = finishing_known
+                || max_failed.is_some_and(|m| failed_idx.len() as i32 > m)
+                || (!failed_idx.is_empty()
+                    && (failed_idx.len() + succeeded_now.len()) as i32 >= c_total)
+                || match_success_policy(job, &succeeded_now).is_some();
+        }
+        // Once the Job failed, every pod that did not succeed counts as failed.
+        let failing_known = failure_target.is_some();
+        let mut held = 0;
         for p in &pods {
             let uid = p.metadata.uid.clone().unwrap_or_default();
             if !has_finalizer(p)
@@ -635,6 +886,16 @@ impl JobController {
                 || unc_succ.contains(&uid)
                 || unc_fail.contains(&uid)
             {
+                continue;
+            }
+            if !finishing_known
+                && valid_index(p).is_some_and(|ix| {
+                    delayed
+                        .get(&ix)
+                        .is_some_and(|d| d.metadata.uid == p.metadata.uid)
+                })
+            {
+                held += 1;
                 continue;
             }
             if podutil::phase(p) == "Succeeded" {
@@ -652,7 +913,7 @@ impl JobController {
                 }
                 unc_succ.push(uid);
                 new_succeeded_times.push(finish_time(p, now));
-            } else if is_pod_failed(p, job) {
+            } else if is_pod_failed(p, job) || failing_known {
                 let action = if podutil::phase(p) == "Failed" {
                     match_pod_failure_policy(job, p)
                 } else {
@@ -688,6 +949,14 @@ impl JobController {
             uncounted.succeeded = Some(unc_succ.clone());
             uncounted.failed = Some(unc_fail.clone());
             status.uncounted_terminated_pods = Some(uncounted.clone());
+            // Indexes are recorded before the finalizers go: once released, a pod no
+            // longer tells a lagging sync that its index is done.
+            if indexed {
+                status.completed_indexes = Some(format_indexes(&completed));
+            }
+            if per_index {
+                status.failed_indexes = Some(format_indexes(&failed_idx));
+            }
             let mut obj = (**job).clone();
             obj.status = Some(status.clone());
             current = Arc::new(self.control.update_status_obj(&obj).await?);
@@ -746,6 +1015,9 @@ impl JobController {
         if indexed {
             status.completed_indexes = Some(format_indexes(&completed));
         }
+        if per_index {
+            status.failed_indexes = Some(format_indexes(&failed_idx));
+        }
         let succeeded = status.succeeded.unwrap_or(0) + keep_s.len() as i32;
         let failed = status.failed.unwrap_or(0) + keep_f.len() as i32;
 
@@ -754,13 +1026,17 @@ impl JobController {
             .filter(|p| podutil::is_pod_active(p))
             .cloned()
             .collect();
-        let terminating = pods
+        let terminating_pods: Vec<Arc<Pod>> = pods
             .iter()
             .filter(|p| {
                 p.metadata.deletion_timestamp.is_some()
                     && !matches!(podutil::phase(p), "Succeeded" | "Failed")
             })
-            .count() as i32;
+            .cloned()
+            .collect();
+        let terminating = terminating_pods.len() as i32;
+        // Pods this sync deletes are terminating from now on (upstream adds them).
+        let mut deleted_now = 0;
 
         // 3. Decide whether the Job met its success or failure criteria.
         let mut success_met = has_condition(&status, "SuccessCriteriaMet");
@@ -791,6 +1067,38 @@ impl JobController {
                 }
             }
         }
+        if failure_target.is_none() && success_met.is_none() && per_index {
+            if spec
+                .max_failed_indexes
+                .is_some_and(|m| failed_idx.len() as i32 > m)
+            {
+                failure_target = Some(new_condition(
+                    "FailureTarget",
+                    "MaxFailedIndexesExceeded",
+                    "Job has exceeded the specified maximal number of failed indexes",
+                    now,
+                ));
+            } else if !failed_idx.is_empty()
+                && (failed_idx.len() + completed.len()) as i32 >= c_total
+            {
+                failure_target = Some(new_condition(
+                    "FailureTarget",
+                    "FailedIndexes",
+                    "Job has failed indexes",
+                    now,
+                ));
+            }
+        }
+        if failure_target.is_none() && success_met.is_none() && indexed {
+            if let Some(msg) = match_success_policy(job, &completed) {
+                success_met = Some(new_condition(
+                    "SuccessCriteriaMet",
+                    "SuccessPolicy",
+                    &msg,
+                    now,
+                ));
+            }
+        }
         if failure_target.is_none() && success_met.is_none() {
             let complete = match completions {
                 None => succeeded > 0 && active.is_empty(),
@@ -811,11 +1119,17 @@ impl JobController {
         if let Some(target) = failure_target.clone().or(success_met.clone()) {
             set_condition(&mut status, target.clone());
             // Finishing: no pod may keep running.
-            if let Err(e) = self.delete_pods(key, job, &active).await {
-                manage_err.get_or_insert(e);
+            match self.delete_pods(key, job, &active, false).await {
+                Ok(()) => deleted_now = active.len() as i32,
+                Err(e) => {
+                    manage_err.get_or_insert(e);
+                }
             }
-            let no_pods_left =
-                terminating == 0 && active.is_empty() && keep_s.is_empty() && keep_f.is_empty();
+            let no_pods_left = terminating == 0
+                && held == 0
+                && active.is_empty()
+                && keep_s.is_empty()
+                && keep_f.is_empty();
             active.clear();
             if no_pods_left {
                 let (type_, event_type) = if target.type_ == "FailureTarget" {
@@ -838,8 +1152,11 @@ impl JobController {
                 }
             }
         } else if suspended {
-            if let Err(e) = self.delete_pods(key, job, &active).await {
-                manage_err.get_or_insert(e);
+            match self.delete_pods(key, job, &active, true).await {
+                Ok(()) => deleted_now = active.len() as i32,
+                Err(e) => {
+                    manage_err.get_or_insert(e);
+                }
             }
             active.clear();
             if has_condition(&status, "Suspended").is_none() {
@@ -868,16 +1185,24 @@ impl JobController {
                     want(Duration::from_secs(ads.max(0) as u64), &mut requeue);
                 }
             }
-            if self.expectations.satisfied(key) && job.metadata.deletion_timestamp.is_none() {
+            if satisfied && job.metadata.deletion_timestamp.is_none() {
+                let state = IndexState {
+                    completed: &completed,
+                    failed: &failed_idx,
+                    delayed: &delayed,
+                    terminating: &terminating_pods,
+                };
                 match self
-                    .manage(key, job, &active, succeeded, &completed, parallelism)
+                    .manage(key, job, &active, succeeded, parallelism, &state)
                     .await
                 {
-                    Ok((created, r)) => {
-                        if let Some(d) = r {
+                    Ok(m) => {
+                        if let Some(d) = m.requeue {
                             want(d, &mut requeue);
                         }
-                        active.extend(created);
+                        active.retain(|p| !m.deleted.iter().any(|d| Arc::ptr_eq(d, p)));
+                        deleted_now += m.deleted.len() as i32;
+                        active.extend(m.created);
                     }
                     Err(e) => {
                         manage_err.get_or_insert(e);
@@ -888,7 +1213,7 @@ impl JobController {
 
         status.active = Some(active.len() as i32);
         status.ready = Some(active.iter().filter(|p| podutil::is_pod_ready(p)).count() as i32);
-        status.terminating = Some(terminating);
+        status.terminating = Some(terminating + deleted_now);
         let base = current.status.clone().unwrap_or_default();
         if base != status {
             let mut obj = (*current).clone();
@@ -943,7 +1268,16 @@ impl JobController {
         }
     }
 
-    async fn delete_pods(&self, key: &str, job: &Job, pods: &[Arc<Pod>]) -> Result<(), ApiError> {
+    /// Deletes `pods`; with `release`, their tracking finalizer goes first so they are
+    /// never counted (upstream's deleteJobPods, for surplus pods and suspension), else
+    /// it stays so they count as failed (upstream's deleteActivePods, when finishing).
+    async fn delete_pods(
+        &self,
+        key: &str,
+        job: &Job,
+        pods: &[Arc<Pod>],
+        release: bool,
+    ) -> Result<(), ApiError> {
         if pods.is_empty() {
             return Ok(());
         }
@@ -951,7 +1285,16 @@ impl JobController {
             .expect_deletions(key, pods.iter().map(|p| key_of(p.as_ref())).collect());
         let mut first = None;
         for p in pods {
-            if let Err(e) = delete_pod(self.control.as_ref(), job, p).await {
+            let released = if release && has_finalizer(p) {
+                self.remove_finalizer(p).await
+            } else {
+                Ok(())
+            };
+            let r = match released {
+                Ok(()) => delete_pod(self.control.as_ref(), job, p).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
                 self.expectations
                     .deletion_observed(key, &key_of(p.as_ref()));
                 if !e.is_not_found() {
@@ -970,12 +1313,13 @@ impl JobController {
         job: &Job,
         active: &[Arc<Pod>],
         succeeded: i32,
-        completed: &BTreeSet<i32>,
         parallelism: i32,
-    ) -> Result<(Vec<Arc<Pod>>, Option<Duration>), ApiError> {
+        state: &IndexState<'_>,
+    ) -> Result<Managed, ApiError> {
         let spec = job.spec.clone().unwrap_or_default();
         let indexed = is_indexed(job);
         let now = self.clock.now();
+        let completed = state.completed;
         let mut excess: Vec<Arc<Pod>> = Vec::new();
         let mut kept: Vec<Arc<Pod>> = active.to_vec();
         if indexed {
@@ -1013,28 +1357,78 @@ impl JobController {
         }
         if !excess.is_empty() {
             excess.truncate(MAX_POD_CREATE_DELETE_PER_SYNC);
-            self.delete_pods(key, job, &excess).await?;
-            return Ok((Vec::new(), None));
+            self.delete_pods(key, job, &excess, true).await?;
+            return Ok(Managed {
+                deleted: excess,
+                ..Default::default()
+            });
         }
-        if kept.len() >= want_active {
-            return Ok((Vec::new(), None));
+        // With podReplacementPolicy Failed, a terminating pod still holds its place.
+        let only_failed = only_replace_failed(job);
+        let terminating = if only_failed {
+            state.terminating.len()
+        } else {
+            0
+        };
+        if kept.len() + terminating >= want_active {
+            return Ok(Managed::default());
         }
-        let remaining = self.remaining_backoff(key, now);
-        if !remaining.is_zero() {
-            return Ok((Vec::new(), Some(remaining)));
+        let per_index = has_backoff_limit_per_index(job);
+        if !per_index {
+            let remaining = self.remaining_backoff(key, now);
+            if !remaining.is_zero() {
+                return Ok(Managed {
+                    requeue: Some(remaining),
+                    ..Default::default()
+                });
+            }
         }
         let template = spec.template.clone();
-        let n = (want_active - kept.len()).min(MAX_POD_CREATE_DELETE_PER_SYNC);
-        let indexes: Vec<Option<i32>> = if indexed {
-            let busy: HashSet<i32> = kept.iter().filter_map(|p| completion_index(p)).collect();
+        let n = (want_active - kept.len() - terminating).min(MAX_POD_CREATE_DELETE_PER_SYNC);
+        let mut indexes: Vec<Option<i32>> = if indexed {
+            let mut busy: HashSet<i32> = kept.iter().filter_map(|p| completion_index(p)).collect();
+            if only_failed {
+                busy.extend(state.terminating.iter().filter_map(|p| completion_index(p)));
+            }
             (0..spec.completions.unwrap_or(0))
                 .filter(|i| !completed.contains(i) && !busy.contains(i))
+                .filter(|i| !state.failed.contains(i))
                 .take(n)
                 .map(Some)
                 .collect()
         } else {
             vec![None; n]
         };
+        // Each index backs off on its own failures (upstream's
+        // getPodCreationInfoForIndependentIndexes); a re-sync is due when the first
+        // waiting index may start, even if others start now.
+        let mut soonest: Option<Duration> = None;
+        if per_index {
+            indexes.retain(|i| {
+                let Some(last) = i.and_then(|i| state.delayed.get(&i)) else {
+                    return true;
+                };
+                let (a, b) = index_failure_counts(last);
+                let left = remaining_for_failures(
+                    a + b + 1,
+                    finish_time(last, now),
+                    now,
+                    self.options.backoff_base,
+                    self.options.backoff_max,
+                );
+                if left.is_zero() {
+                    return true;
+                }
+                soonest = Some(soonest.map_or(left, |s| s.min(left)));
+                false
+            });
+            if indexes.is_empty() {
+                return Ok(Managed {
+                    requeue: soonest,
+                    ..Default::default()
+                });
+            }
+        }
         let n = indexes.len();
         self.expectations.expect_creations(key, n);
         let next = Mutex::new(indexes.into_iter());
@@ -1043,8 +1437,11 @@ impl JobController {
             let idx = next.lock().unwrap().next().flatten();
             let template = &template;
             let created = &created;
+            let replaced = idx.and_then(|i| state.delayed.get(&i)).cloned();
             async move {
-                let p = self.create_pod(job, template, idx).await?;
+                let p = self
+                    .create_pod(job, template, idx, replaced.as_deref())
+                    .await?;
                 created.lock().unwrap().push(Arc::new(p));
                 Ok(())
             }
@@ -1056,7 +1453,11 @@ impl JobController {
         if let Some(e) = err {
             return Err(e);
         }
-        Ok((created.into_inner().unwrap(), None))
+        Ok(Managed {
+            created: created.into_inner().unwrap(),
+            deleted: Vec::new(),
+            requeue: soonest,
+        })
     }
 
     /// Creates one pod of `job` (with the tracking finalizer; Indexed: for `index`).
@@ -1065,11 +1466,24 @@ impl JobController {
         job: &Job,
         template: &PodTemplateSpec,
         index: Option<i32>,
+        replaced: Option<&Pod>,
     ) -> Result<Pod, ApiError> {
-        let t = match index {
+        let mut t = match index {
             Some(i) => indexed_template(job, template, i),
             None => template.clone(),
         };
+        if index.is_some() && has_backoff_limit_per_index(job) {
+            let (counted, ignored) = new_index_failure_counts(job, replaced);
+            let a = t
+                .metadata
+                .get_or_insert_with(ObjectMeta::default)
+                .annotations
+                .get_or_insert_with(Default::default);
+            a.insert(JOB_INDEX_FAILURE_COUNT.into(), counted.to_string());
+            if ignored > 0 {
+                a.insert(JOB_INDEX_IGNORED_FAILURE_COUNT.into(), ignored.to_string());
+            }
+        }
         let tm = t.metadata.clone().unwrap_or_default();
         let mut finalizers = tm.finalizers.unwrap_or_default();
         finalizers.push(JOB_TRACKING_FINALIZER.into());

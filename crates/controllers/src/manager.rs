@@ -23,6 +23,9 @@ pub struct ControllerManagerConfig {
     pub node_cidr_mask_size: u8,
     /// Terminated pods kept before pod GC deletes the oldest (upstream's default 12500).
     pub terminated_pod_gc_threshold: usize,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace (upstream's
+    /// `--root-ca-file`); `None` leaves the publisher off.
+    pub root_ca_pem: Option<String>,
 }
 
 impl Default for ControllerManagerConfig {
@@ -35,6 +38,7 @@ impl Default for ControllerManagerConfig {
             cluster_cidr: "10.42.0.0/16".into(),
             node_cidr_mask_size: 24,
             terminated_pod_gc_threshold: 12500,
+            root_ca_pem: None,
         }
     }
 }
@@ -75,7 +79,8 @@ fn controllers() -> Vec<(&'static str, StartFn)> {
         ("cronjob", |c| Box::pin(crate::cronjob::run(c))),
         ("namespace", |c| Box::pin(crate::namespace::run(c))),
         ("serviceaccount", |c| {
-            Box::pin(crate::serviceaccount::run(c))
+            let ca = c.config.root_ca_pem.clone();
+            Box::pin(crate::serviceaccount::run_with_ca(c, ca))
         }),
         ("endpoint", |c| Box::pin(crate::endpoints::run(c))),
         ("endpointslice", |c| Box::pin(crate::endpointslice::run(c))),

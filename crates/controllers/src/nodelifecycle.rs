@@ -38,6 +38,12 @@ pub async fn sync_cidr(
     if spec.pod_cidr.as_deref().is_some_and(|c| !c.is_empty())
         || spec.pod_cidrs.as_ref().is_some_and(|c| !c.is_empty())
     {
+        // A range the node claimed itself (or got from an earlier allocator) is taken: as
+        // upstream's range allocator, never hand it to another node.
+        let mut a = alloc.lock().unwrap();
+        for c in spec.pod_cidrs.iter().flatten().chain(spec.pod_cidr.iter()) {
+            let _ = a.occupy(c);
+        }
         return Ok(false);
     }
     let cidr = alloc
@@ -415,6 +421,13 @@ mod tests {
             ..Default::default()
         });
         assert!(!sync_cidr(&rc, &alloc, &with).await.unwrap());
+        // The range a node claimed itself is never handed out again.
+        let used = alloc.lock().unwrap().used();
+        let mut claimed = node();
+        claimed.spec.get_or_insert_with(Default::default).pod_cidr = Some("10.42.7.0/24".into());
+        assert!(!sync_cidr(&rc, &alloc, &claimed).await.unwrap());
+        assert_eq!(alloc.lock().unwrap().used(), used + 1);
+        assert!(!alloc.lock().unwrap().occupy("10.42.7.0/24").unwrap());
     }
 
     use k8s_openapi::api::core::v1::Taint;

@@ -208,12 +208,18 @@ async fn deployment_rolls_out_and_heals() {
         .as_mut()
         .unwrap()
         .remove("pod-template-hash");
-    let mut d = deploys.get("web").await.unwrap();
-    d.spec.as_mut().unwrap().template = template;
-    deploys
-        .replace("web", &PostParams::default(), &d)
-        .await
-        .unwrap();
+    // The controllers write the Deployment too: retry the read-modify-write on conflict,
+    // as kubectl does.
+    wait_for("rollback written", 10, || async {
+        let mut d = deploys.get("web").await.unwrap();
+        d.spec.as_mut().unwrap().template = template.clone();
+        match deploys.replace("web", &PostParams::default(), &d).await {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => None,
+            Err(e) => panic!("replace: {e}"),
+        }
+    })
+    .await;
     wait_for("rolled back", 20, || async {
         make_ready(&pods).await;
         let d = deploys.get("web").await.unwrap();

@@ -12,8 +12,10 @@ use serde_json::json;
 /// The cluster DNS service address (k3s's default `--cluster-dns`).
 pub const CLUSTER_DNS_IP: &str = "10.43.0.10";
 
-/// The `kube-dns` Service in `kube-system`, as k3s's CoreDNS manifest defines it; the
-/// `kubernetes.io/cluster-service` label makes `kubectl cluster-info` list it.
+/// The `kube-dns` Service in `kube-system`, as k3s's CoreDNS manifest defines it but without a
+/// selector: the DNS server runs inside `skiff server`, not in pods, so the server maintains the
+/// Service's EndpointSlice and Endpoints itself and the endpoint controllers leave them alone.
+/// The `kubernetes.io/cluster-service` label makes `kubectl cluster-info` list it.
 pub fn kube_dns_service() -> serde_json::Value {
     json!({
         "apiVersion": "v1",
@@ -32,7 +34,6 @@ pub fn kube_dns_service() -> serde_json::Value {
             }
         },
         "spec": {
-            "selector": {"k8s-app": "kube-dns"},
             "clusterIP": CLUSTER_DNS_IP,
             "clusterIPs": [CLUSTER_DNS_IP],
             "ipFamilyPolicy": "SingleStack",
@@ -43,4 +44,14 @@ pub fn kube_dns_service() -> serde_json::Value {
             ]
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kube_dns_service_has_no_selector() {
+        let svc = super::kube_dns_service();
+        assert!(svc["spec"].get("selector").is_none());
+        assert_eq!(svc["spec"]["clusterIP"], super::CLUSTER_DNS_IP);
+    }
 }

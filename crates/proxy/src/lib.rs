@@ -1,23 +1,34 @@
-//! The service proxy: watches Services, EndpointSlices and Nodes, renders one nftables table
-//! (`table ip skiff`) with [`render`] and applies it atomically with `nft -f -` on every change.
+//! The service proxy: watches Services, EndpointSlices and Nodes, plans one nftables table
+//! (`table ip skiff`) with [`ruleset`] and keeps the kernel's copy in step with `nft -f -`: the
+//! whole table ([`render`]) at start, after an error and hourly, otherwise only the difference
+//! ([`diff`]), as kube-proxy's nftables mode does, so a change costs in proportion to its size.
 //! It also plays k3s's service load balancer: `LoadBalancer` Services get the nodes' addresses
 //! as `status.loadBalancer.ingress`.
+//!
+//! [`run_policy`] enforces NetworkPolicies for this node's pods in a second table
+//! (`table inet skiff-policy`, rendered by [`render_policy`]), as k3s's policy controller does.
 
+mod policy;
 mod render;
+mod ruleset;
+mod sync;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use tokio::io::AsyncWriteExt;
 
-pub use render::{render, NodeInfo, TABLE};
+pub use policy::{render_policy, POLICY_TABLE};
+pub use render::{render, ruleset, NodeInfo, TABLE};
+pub use ruleset::{diff, AffinitySet, Chain, Ruleset, Set};
 
 /// How long the proxy waits after a change for more changes before re-rendering; small enough
 /// that rules follow a change within a second.
@@ -64,7 +75,7 @@ pub async fn run(
     let mut changes = futures::stream::select_all([svc_stream, slice_stream, node_stream]);
     tokio::pin!(shutdown);
 
-    let mut applied: Option<String> = None;
+    let mut applied = sync::Applied::default();
     let mut dirty = true;
     loop {
         if dirty && ready(&services) && ready(&slices) && ready(&nodes) {
@@ -89,6 +100,80 @@ pub async fn run(
                 }
                 dirty = true;
                 // Coalesce a burst of events into one render.
+                let settle = tokio::time::sleep(SETTLE);
+                tokio::pin!(settle);
+                loop {
+                    tokio::select! {
+                        _ = &mut settle => break,
+                        more = changes.next() => if more.is_none() { bail!("watch streams ended") },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Enforces NetworkPolicies for the pods on `config.node_name` until `shutdown` completes:
+/// watches NetworkPolicies, Pods, Namespaces and Nodes, and reloads `table inet skiff-policy`
+/// with `config.nft_command` whenever the rendered text changes. The node's own addresses
+/// (`config.node_addresses`, else the Node's) may always reach its pods. The table stays in
+/// place on shutdown so that policies keep holding across a restart. Pods on one bridge are
+/// only filtered when bridged traffic passes the IP hooks (`br_netfilter` with
+/// `net.bridge.bridge-nf-call-iptables=1`), as with kube-router.
+pub async fn run_policy(
+    client: kube::Client,
+    config: ProxyConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let (policies, policy_stream) = reflect(Api::<NetworkPolicy>::all(client.clone()));
+    let (pods, pod_stream) = reflect(Api::<Pod>::all(client.clone()));
+    let (namespaces, ns_stream) = reflect(Api::<Namespace>::all(client.clone()));
+    let (nodes, node_stream) = reflect(Api::<Node>::all(client.clone()));
+    let mut changes =
+        futures::stream::select_all([policy_stream, pod_stream, ns_stream, node_stream]);
+    tokio::pin!(shutdown);
+
+    let mut applied: Option<String> = None;
+    let mut dirty = true;
+    loop {
+        if dirty && ready(&policies) && ready(&pods) && ready(&namespaces) && ready(&nodes) {
+            let node_ips = if config.node_addresses.is_empty() {
+                nodes
+                    .state()
+                    .iter()
+                    .find(|n| n.metadata.name.as_deref() == Some(config.node_name.as_str()))
+                    .map(|n| node_addresses(n))
+                    .unwrap_or_default()
+            } else {
+                config.node_addresses.clone()
+            };
+            let policies: Vec<NetworkPolicy> =
+                policies.state().iter().map(|p| (**p).clone()).collect();
+            let pods: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
+            let namespaces: Vec<Namespace> =
+                namespaces.state().iter().map(|n| (**n).clone()).collect();
+            let text = render_policy(&policies, &pods, &namespaces, &config.node_name, &node_ips);
+            match policy::apply_if_changed(&config.nft_command, text, &mut applied).await {
+                Ok(_) => dirty = false,
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "network policy sync failed"),
+            }
+        }
+        let retry = async {
+            if dirty {
+                tokio::time::sleep(RETRY).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = retry => {}
+            ev = changes.next() => {
+                if ev.is_none() {
+                    bail!("watch streams ended");
+                }
+                dirty = true;
+                // Coalesce a burst of events (a rollout touches many pods) into one render.
                 let settle = tokio::time::sleep(SETTLE);
                 tokio::pin!(settle);
                 loop {
@@ -139,7 +224,7 @@ async fn sync(
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
     nodes: &Store<Node>,
-    applied: &mut Option<String>,
+    applied: &mut sync::Applied,
 ) -> Result<()> {
     let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
     let services: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
@@ -158,13 +243,8 @@ async fn sync(
         name: config.node_name.clone(),
         addresses,
     };
-    let text = render(&services, &slices, &node);
-    if applied.as_deref() != Some(text.as_str()) {
-        let start = std::time::Instant::now();
-        apply(&config.nft_command, &text).await?;
-        tracing::debug!(elapsed = ?start.elapsed(), "nftables rules applied");
-        *applied = Some(text);
-    }
+    let next = ruleset(&services, &slices, &node);
+    applied.sync(&config.nft_command, next).await?;
     if config.write_load_balancer_status {
         write_lb_status(client, &services, &nodes).await?;
     }

@@ -7,11 +7,12 @@
 //! NAT, so clients fail at once instead of timing out.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::ruleset::{AffinitySet, Chain, Ruleset, Set};
 
 /// The nftables table the proxy owns; nothing else in the host's ruleset is touched.
 pub const TABLE: &str = "skiff";
@@ -93,6 +94,12 @@ impl PortPlan {
 /// previous table atomically. Output is deterministic: services sort by namespace and name,
 /// endpoints by address and port.
 pub fn render(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) -> String {
+    ruleset(services, slices, node).to_table()
+}
+
+/// Plans the `table ip skiff` for `node` in structured form: what [`render`] prints, and what
+/// [`diff`](crate::diff) compares to update the kernel's table incrementally.
+pub fn ruleset(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) -> Ruleset {
     let plans = plan(services, slices, node);
     let node_ips: BTreeSet<Ipv4Addr> = node.addresses.iter().filter_map(v4).collect();
 
@@ -100,8 +107,9 @@ pub fn render(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) -
     let mut service_nodeports: Vec<String> = Vec::new();
     let mut no_endpoint_services: Vec<String> = Vec::new();
     let mut no_endpoint_nodeports: Vec<String> = Vec::new();
-    let mut chains = String::new();
-    let mut sets = String::new();
+    let mut chains: Vec<Chain> = Vec::new();
+    let mut affinity: Vec<AffinitySet> = Vec::new();
+    let mut chain = |name: String, rules: Vec<String>| chains.push(Chain { name, rules });
 
     for p in &plans {
         let internal = p.internal_endpoints();
@@ -154,109 +162,96 @@ pub fn render(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) -
         // Affinity sets and endpoint chains for every endpoint that some chain can pick.
         for ep in &p.endpoints {
             if let Some(timeout) = p.affinity_timeout {
-                let _ = write!(
-                    sets,
-                    "\tset {} {{\n\t\ttype ipv4_addr\n\t\tflags dynamic,timeout\n\t\ttimeout {timeout}s\n\t}}\n",
-                    p.aff_set(ep)
-                );
+                affinity.push(AffinitySet {
+                    name: p.aff_set(ep),
+                    timeout,
+                });
             }
-            let _ = writeln!(chains, "\tchain {} {{", p.ep_chain(ep));
             // Hairpin: an endpoint reaching itself through the service must see the reply come
             // back through the node, so its source is masqueraded.
-            let _ = writeln!(chains, "\t\tip saddr {} jump mark-for-masquerade", ep.ip);
+            let mut rules = vec![format!("ip saddr {} jump mark-for-masquerade", ep.ip)];
             if p.affinity_timeout.is_some() {
-                let _ = writeln!(chains, "\t\tupdate @{} {{ ip saddr }}", p.aff_set(ep));
+                rules.push(format!("update @{} {{ ip saddr }}", p.aff_set(ep)));
             }
-            let _ = writeln!(
-                chains,
-                "\t\tmeta l4proto {} dnat to {}:{}",
+            rules.push(format!(
+                "meta l4proto {} dnat to {}:{}",
                 p.protocol, ep.ip, ep.port
-            );
-            chains.push_str("\t}\n");
+            ));
+            chain(p.ep_chain(ep), rules);
         }
 
         if !internal.is_empty() {
-            let _ = writeln!(chains, "\tchain {} {{", p.svc_chain());
-            pick(&mut chains, p, &internal);
-            chains.push_str("\t}\n");
+            chain(p.svc_chain(), pick(p, &internal));
         }
 
         if p.is_external() {
-            let _ = writeln!(chains, "\tchain {} {{", p.ext_chain());
-            if p.external_local {
+            let rules = if p.external_local {
                 // Traffic the node itself sends keeps cluster-wide behaviour (upstream's
                 // short-circuit); everything else goes only to local endpoints, unmasqueraded,
                 // so they see the real client address.
-                chains.push_str("\t\tfib saddr type local jump mark-for-masquerade\n");
-                let _ = writeln!(
-                    chains,
-                    "\t\tfib saddr type local goto {}",
-                    p.cluster_chain()
-                );
-                let _ = writeln!(chains, "\t\tgoto {}", p.local_chain());
+                vec![
+                    "fib saddr type local jump mark-for-masquerade".to_string(),
+                    format!("fib saddr type local goto {}", p.cluster_chain()),
+                    format!("goto {}", p.local_chain()),
+                ]
             } else {
                 // Traffic from outside is masqueraded so replies return through this node.
-                chains.push_str("\t\tjump mark-for-masquerade\n");
-                let _ = writeln!(chains, "\t\tgoto {}", p.cluster_chain());
-            }
-            chains.push_str("\t}\n");
+                vec![
+                    "jump mark-for-masquerade".to_string(),
+                    format!("goto {}", p.cluster_chain()),
+                ]
+            };
+            chain(p.ext_chain(), rules);
             if p.internal_local {
                 let all: Vec<&Endpoint> = p.endpoints.iter().collect();
-                let _ = writeln!(chains, "\tchain {} {{", p.cluster_chain());
-                pick(&mut chains, p, &all);
-                chains.push_str("\t}\n");
+                chain(p.cluster_chain(), pick(p, &all));
             }
             if p.external_local {
-                let _ = writeln!(chains, "\tchain {} {{", p.local_chain());
-                if external_eps.is_empty() {
+                let rules = if external_eps.is_empty() {
                     // Upstream drops external traffic when no endpoint is local.
-                    chains.push_str("\t\tdrop\n");
+                    vec!["drop".to_string()]
                 } else {
-                    pick(&mut chains, p, &external_eps);
-                }
-                chains.push_str("\t}\n");
+                    pick(p, &external_eps)
+                };
+                chain(p.local_chain(), rules);
             }
         }
     }
 
-    let mut out = String::new();
-    // Creating then deleting the table makes the first load work; the whole file is one
-    // transaction, so the kernel swaps old rules for new atomically.
-    let _ = writeln!(out, "add table ip {TABLE}");
-    let _ = writeln!(out, "delete table ip {TABLE}");
-    let _ = writeln!(out, "table ip {TABLE} {{");
-    render_set(
-        &mut out,
-        "set node-ips",
-        "ipv4_addr",
-        &node_ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
-    );
     let addr_key = "ipv4_addr . inet_proto . inet_service : verdict";
     let port_key = "inet_proto . inet_service : verdict";
-    render_set(&mut out, "map service-ips", addr_key, &service_ips);
-    render_set(
-        &mut out,
-        "map service-nodeports",
-        port_key,
-        &service_nodeports,
-    );
-    render_set(
-        &mut out,
-        "map no-endpoint-services",
-        addr_key,
-        &no_endpoint_services,
-    );
-    render_set(
-        &mut out,
-        "map no-endpoint-nodeports",
-        port_key,
-        &no_endpoint_nodeports,
-    );
-    out.push_str(&sets);
-    out.push_str(BASE_CHAINS);
-    out.push_str(&chains);
-    out.push_str("}\n");
-    out
+    let set = |kind: &'static str, name: &'static str, ty: &'static str, elements| Set {
+        kind,
+        name,
+        ty,
+        elements,
+    };
+    Ruleset {
+        sets: vec![
+            set(
+                "set",
+                "node-ips",
+                "ipv4_addr",
+                node_ips.iter().map(|ip| ip.to_string()).collect(),
+            ),
+            set("map", "service-ips", addr_key, service_ips),
+            set("map", "service-nodeports", port_key, service_nodeports),
+            set(
+                "map",
+                "no-endpoint-services",
+                addr_key,
+                no_endpoint_services,
+            ),
+            set(
+                "map",
+                "no-endpoint-nodeports",
+                port_key,
+                no_endpoint_nodeports,
+            ),
+        ],
+        affinity,
+        chains,
+    }
 }
 
 impl PortPlan {
@@ -271,92 +266,33 @@ impl PortPlan {
     }
 }
 
-/// Chains that never change: hooks, reject and masquerade plumbing. Mark bit 0x4000 (the one
-/// kube-proxy uses) asks `masquerading` to masquerade a connection.
-const BASE_CHAINS: &str = "\tchain filter-input {
-\t\ttype filter hook input priority -110; policy accept;
-\t\tct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services
-\t\tct state new ip daddr @node-ips meta l4proto . th dport vmap @no-endpoint-nodeports
-\t}
-\tchain filter-forward {
-\t\ttype filter hook forward priority -110; policy accept;
-\t\tct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services
-\t}
-\tchain filter-output {
-\t\ttype filter hook output priority -110; policy accept;
-\t\tct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services
-\t\tct state new ip daddr @node-ips meta l4proto . th dport vmap @no-endpoint-nodeports
-\t}
-\tchain reject-chain {
-\t\tmeta l4proto tcp reject with tcp reset
-\t\treject
-\t}
-\tchain nat-prerouting {
-\t\ttype nat hook prerouting priority dstnat; policy accept;
-\t\tjump services
-\t}
-\tchain nat-output {
-\t\ttype nat hook output priority -100; policy accept;
-\t\tjump services
-\t}
-\tchain nat-postrouting {
-\t\ttype nat hook postrouting priority srcnat; policy accept;
-\t\tjump masquerading
-\t}
-\tchain masquerading {
-\t\tmeta mark & 0x00004000 == 0 return
-\t\tmeta mark set meta mark ^ 0x00004000
-\t\tmasquerade fully-random
-\t}
-\tchain mark-for-masquerade {
-\t\tmeta mark set meta mark | 0x00004000
-\t}
-\tchain services {
-\t\tip daddr . meta l4proto . th dport vmap @service-ips
-\t\tip daddr @node-ips meta l4proto . th dport vmap @service-nodeports
-\t}
-";
-
-/// Writes the rules that choose one of `eps`: an existing affinity first, then at random.
-fn pick(out: &mut String, p: &PortPlan, eps: &[&Endpoint]) {
+/// The rules that choose one of `eps`: an existing affinity first, then at random.
+fn pick(p: &PortPlan, eps: &[&Endpoint]) -> Vec<String> {
+    let mut rules = Vec::new();
     if p.affinity_timeout.is_some() {
         for ep in eps {
-            let _ = writeln!(
-                out,
-                "\t\tip saddr @{} goto {}",
+            rules.push(format!(
+                "ip saddr @{} goto {}",
                 p.aff_set(ep),
                 p.ep_chain(ep)
-            );
+            ));
         }
     }
     if eps.len() == 1 {
-        let _ = writeln!(out, "\t\tgoto {}", p.ep_chain(eps[0]));
-        return;
+        rules.push(format!("goto {}", p.ep_chain(eps[0])));
+        return rules;
     }
     let arms: Vec<String> = eps
         .iter()
         .enumerate()
         .map(|(i, ep)| format!("{i} : goto {}", p.ep_chain(ep)))
         .collect();
-    let _ = writeln!(
-        out,
-        "\t\tnumgen random mod {} vmap {{ {} }}",
+    rules.push(format!(
+        "numgen random mod {} vmap {{ {} }}",
         eps.len(),
         arms.join(", ")
-    );
-}
-
-fn render_set(out: &mut String, head: &str, ty: &str, elements: &[String]) {
-    let _ = writeln!(out, "\t{head} {{");
-    let _ = writeln!(out, "\t\ttype {ty}");
-    if !elements.is_empty() {
-        let _ = writeln!(
-            out,
-            "\t\telements = {{ {} }}",
-            elements.join(",\n\t\t\t     ")
-        );
-    }
-    out.push_str("\t}\n");
+    ));
+    rules
 }
 
 /// An address as an nft identifier fragment.

@@ -38,6 +38,25 @@ pub struct AgentArgs {
     /// The CNI bridge's name (distinct per agent on one machine).
     #[arg(long)]
     pub bridge_name: Option<String>,
+    /// The cluster's pod network: other nodes' pod CIDRs are routed to them and pod traffic
+    /// leaving it is masqueraded.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Do not run the service proxy on this node.
+    #[arg(long)]
+    pub disable_kube_proxy: bool,
+    /// Do not enforce NetworkPolicies on this node.
+    #[arg(long)]
+    pub disable_network_policy: bool,
+    /// Do not run the built-in ingress controller (ingressClass `skiff`) on this node.
+    #[arg(long)]
+    pub disable_ingress: bool,
+    /// The ingress controller's HTTP port.
+    #[arg(long, default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// The ingress controller's HTTPS port.
+    #[arg(long, default_value_t = 443)]
+    pub ingress_https_port: u16,
 }
 
 /// Builds the agent's configuration from the common arguments.
@@ -58,7 +77,25 @@ pub fn config(args: &AgentArgs) -> skiff_agent::AgentConfig {
     if let Some(b) = &args.bridge_name {
         c.bridge_name = b.clone();
     }
+    c.cluster_cidr = args.cluster_cidr.clone();
+    c.kube_proxy = !args.disable_kube_proxy;
+    c.network_policy = !args.disable_network_policy;
+    c.ingress = ingress_listen(
+        args.disable_ingress,
+        args.ingress_http_port,
+        args.ingress_https_port,
+    );
     c
+}
+
+/// The ingress controller's listen addresses (every address of the node), or none.
+pub fn ingress_listen(
+    disabled: bool,
+    http: u16,
+    https: u16,
+) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let any = std::net::IpAddr::from([0, 0, 0, 0]);
+    (!disabled).then(|| ((any, http).into(), (any, https).into()))
 }
 
 /// Runs the agent until SIGINT or SIGTERM.

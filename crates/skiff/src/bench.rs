@@ -28,6 +28,9 @@ mod pods;
 #[path = "bench_controllers.rs"]
 mod controllers;
 
+#[path = "bench_net.rs"]
+mod net;
+
 /// Flags of `skiff bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -52,6 +55,9 @@ enum What {
     /// Controllers: a Deployment of 1,000 replicas on 100 simulated nodes until ready, and
     /// its rolling update until complete, beside the same pods created directly.
     Controllers(controllers::ControllersBench),
+    /// Service proxy and cluster DNS: EndpointSlice change to nftables rules applied with N
+    /// Services and M endpoints each (beside the pure render), DNS queries/s (beside a UDP echo).
+    Net(net::NetBench),
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +81,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         What::Scheduler(a) => scheduler::run(a).await,
         What::Pods(a) => pods::run(a).await,
         What::Controllers(a) => controllers::run(a).await,
+        What::Net(a) => net::run(a).await,
     }
 }
 
@@ -136,6 +143,9 @@ pub async fn start_server_with(flags: &[&str]) -> Result<(ServerProc, Duration)>
             "0",
             "--advertise-address",
             "127.0.0.1",
+            // Never port 53 on the host: any free port serves the cluster DNS.
+            "--dns-port",
+            "0",
         ])
         .args(flags)
         .arg("--data-dir")

@@ -99,6 +99,18 @@ impl Drop for AgentProc {
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .status();
+        // The agent leaves its nftables tables in place on exit (so a restart keeps traffic
+        // flowing); the bench's agent was the only one, so they go with it.
+        for (family, table) in [
+            ("ip", "skiff"),
+            ("ip", "skiff-nat"),
+            ("inet", "skiff-policy"),
+        ] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", family, table])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -33,21 +33,36 @@ pub struct ControllerManagerArgs {
     /// Terminated pods kept before the oldest are deleted.
     #[arg(long, default_value_t = 12500)]
     pub terminated_pod_gc_threshold: usize,
+    /// The cluster CA published as `kube-root-ca.crt` in every namespace (default: the
+    /// kubeconfig's certificate authority).
+    #[arg(long)]
+    pub root_ca_file: Option<PathBuf>,
 }
 
 /// Runs the controller manager until SIGINT or SIGTERM.
 pub async fn run(args: ControllerManagerArgs) -> Result<()> {
-    let client = match &args.kubeconfig {
+    let cfg = match &args.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-            kube::Client::try_from(cfg)?
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
         }
-        None => kube::Client::try_default()
+        None => kube::Config::infer()
             .await
             .context("no kubeconfig: pass --kubeconfig")?,
     };
+    let root_ca_pem = match &args.root_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        None => cfg.root_cert.as_ref().map(|certs| {
+            certs
+                .iter()
+                .map(|der| pem_certificate(der))
+                .collect::<String>()
+        }),
+    };
+    let client = kube::Client::try_from(cfg)?;
     let config = skiff_controllers::ControllerManagerConfig {
         controllers: args.controllers,
         workers: args.concurrent_syncs,
@@ -56,7 +71,21 @@ pub async fn run(args: ControllerManagerArgs) -> Result<()> {
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask_size: args.node_cidr_mask_size,
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+        root_ca_pem,
     };
     tracing::info!("controller manager starting");
     skiff_controllers::run(client, config, crate::shutdown_signal()).await
+}
+
+/// One DER certificate as a PEM block.
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ascii"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }

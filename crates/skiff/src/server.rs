@@ -23,7 +23,8 @@ pub struct ServerArgs {
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
     /// Address advertised to the cluster as the API server's (the `kubernetes` Service's
-    /// endpoint) [default: the host's first non-loopback address, else 127.0.0.1]
+    /// endpoint) [default: --node-ip, else the host's first non-loopback address, else
+    /// 127.0.0.1]
     #[arg(long)]
     pub advertise_address: Option<IpAddr>,
     /// Extra subject alternative names (IPs or DNS names) for the serving certificate.
@@ -36,6 +37,39 @@ pub struct ServerArgs {
     /// `skiff agent --server URL --token TOKEN`).
     #[arg(long)]
     pub disable_agent: bool,
+    /// The address this machine's agent reports as its Node's InternalIP and the cluster DNS
+    /// listens on [default: the advertise address].
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// The cluster's pod network: nodes' pod CIDRs are allocated from it, and pod traffic leaving
+    /// it is masqueraded.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// The CNI bridge of this machine's agent.
+    #[arg(long, default_value = "skiff0")]
+    pub bridge_name: String,
+    /// Do not run the service proxy in this machine's agent.
+    #[arg(long)]
+    pub disable_kube_proxy: bool,
+    /// Do not enforce NetworkPolicies in this machine's agent.
+    #[arg(long)]
+    pub disable_network_policy: bool,
+    /// Do not run the built-in ingress controller (ingressClass `skiff`) in this machine's agent.
+    #[arg(long)]
+    pub disable_ingress: bool,
+    /// The ingress controller's HTTP port.
+    #[arg(long, default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// The ingress controller's HTTPS port.
+    #[arg(long, default_value_t = 443)]
+    pub ingress_https_port: u16,
+    /// Do not serve cluster DNS (the `kube-dns` Service) from this process.
+    #[arg(long)]
+    pub disable_dns: bool,
+    /// UDP and TCP port of the cluster DNS on the node address (0 picks a free one); the
+    /// `kube-dns` Service's endpoints point at it.
+    #[arg(long, default_value_t = 53)]
+    pub dns_port: u16,
     /// Do not run the scheduler in this process.
     #[arg(long)]
     pub disable_scheduler: bool,
@@ -88,7 +122,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     };
 
     let pki_opts = skiff_pki::PkiOptions::for_this_host(args.tls_san.clone());
-    let advertise = args.advertise_address.unwrap_or_else(|| {
+    // As k3s: the advertise address defaults to the node IP.
+    let advertise = args.advertise_address.or(args.node_ip).unwrap_or_else(|| {
         pki_opts
             .host_addresses
             .iter()
@@ -132,6 +167,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     })
     .await
     .context("starting the API server")?;
+    // Pods get upstream's projected service-account token volume; the controller manager
+    // publishes the `kube-root-ca.crt` ConfigMap it reads.
+    server.set_mount_service_account_token(true);
     // Writes <data-dir>/token for agents joining, and the API server's client identity towards
     // the agents.
     let join_token = skiff_apiserver::join::enable_nodes(&server, &data_dir, pki.clone())
@@ -176,7 +214,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         if !args.disable_controller_manager {
             let config = skiff_controllers::ControllerManagerConfig {
                 node_monitor_grace_period: args.node_monitor_grace_period,
+                cluster_cidr: args.cluster_cidr.clone(),
                 default_toleration_seconds: args.default_unreachable_toleration_seconds,
+                root_ca_pem: Some(pki.ca_cert_pem().to_string()),
                 ..Default::default()
             };
             let (c, stop) = (client.clone(), stopped());
@@ -187,12 +227,34 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             }));
         }
     }
+    let node_ip = args.node_ip.unwrap_or(advertise);
+    if args.disable_dns {
+        tracing::info!("--disable-dns: no cluster DNS from this server");
+    } else {
+        let client = self_client(&kubeconfig).await?;
+        components.extend(start_dns(client, node_ip, args.dns_port, &stopped)?);
+    }
+    if !args.disable_ingress {
+        // The cluster's default IngressClass, as k3s installs traefik's.
+        let client = self_client(&kubeconfig).await?;
+        components.push(tokio::spawn(ensure_ingress_class(client)));
+    }
     if args.disable_agent {
         tracing::info!("--disable-agent: no node agent on this machine");
     } else {
         // This machine's agent joins like any other, over loopback.
         let mut config = skiff_agent::AgentConfig::new(data_dir.clone());
-        config.node_ip = Some(advertise);
+        config.node_ip = Some(node_ip);
+        config.cluster_cidr = args.cluster_cidr.clone();
+        config.pod_cidr = first_node_cidr(&args.cluster_cidr);
+        config.bridge_name = args.bridge_name.clone();
+        config.kube_proxy = !args.disable_kube_proxy;
+        config.network_policy = !args.disable_network_policy;
+        config.ingress = crate::agent::ingress_listen(
+            args.disable_ingress,
+            args.ingress_http_port,
+            args.ingress_https_port,
+        );
         let (token, stop, url) = (join_token.to_string(), stopped(), url.clone());
         components.push(tokio::spawn(async move {
             if let Err(e) = crate::agent::run_with_token(&url, &token, config, stop).await {
@@ -211,6 +273,192 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     }
     let _ = stop_tx.send(());
     let _ = serving.await;
+    Ok(())
+}
+
+/// The pod CIDR this machine's agent claims when the node IPAM has not given its Node one yet:
+/// the first `/24` of the cluster CIDR (the whole CIDR when it is smaller), as the IPAM would.
+fn first_node_cidr(cluster_cidr: &str) -> String {
+    match skiff_agent::net::Cidr::parse(cluster_cidr) {
+        Some(c) if c.addr.is_ipv4() && c.prefix <= 24 => format!("{}/24", c.addr),
+        Some(c) => c.to_string(),
+        None => cluster_cidr.to_string(),
+    }
+}
+
+/// The field manager and `managed-by` value of the objects the server keeps for its DNS.
+const DNS_MANAGER: &str = "skiff-server";
+
+/// How often the `kube-dns` objects are re-applied, so they come back if deleted.
+const DNS_RESYNC: Duration = Duration::from_secs(30);
+
+/// Serves cluster DNS on `ip:port` (port 0: a free one) and keeps `kube-system/kube-dns`
+/// pointing at it, so the service proxy sends `10.43.0.10:53` there.
+fn start_dns<F, S>(
+    client: kube::Client,
+    ip: IpAddr,
+    port: u16,
+    stopped: &S,
+) -> Result<Vec<tokio::task::JoinHandle<()>>>
+where
+    S: Fn() -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let port = if port == 0 { free_dns_port(ip)? } else { port };
+    let listen = SocketAddr::new(ip, port);
+    let config = skiff_dns::DnsConfig {
+        listen,
+        domain: "cluster.local".into(),
+        upstreams: skiff_dns::read_resolv_conf("/etc/resolv.conf").unwrap_or_default(),
+    };
+    let (c, stop) = (client.clone(), stopped());
+    let serve = tokio::spawn(async move {
+        if let Err(e) = skiff_dns::run(c, config, stop).await {
+            tracing::error!(error = format!("{e:#}"), "cluster dns failed");
+        }
+    });
+    let stop = stopped();
+    let objects = tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            let wait = match ensure_kube_dns(&client, listen).await {
+                Ok(()) => DNS_RESYNC,
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "updating the kube-dns service");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    });
+    Ok(vec![serve, objects])
+}
+
+/// A port free for both UDP and TCP on `ip`; the DNS server binds it right after.
+fn free_dns_port(ip: IpAddr) -> Result<u16> {
+    for _ in 0..32 {
+        let udp =
+            std::net::UdpSocket::bind((ip, 0)).with_context(|| format!("binding udp on {ip}"))?;
+        let port = udp.local_addr()?.port();
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no port free for both udp and tcp on {ip}")
+}
+
+/// The EndpointSlice of `kube-system/kube-dns` pointing at the server's DNS.
+fn kube_dns_endpoint_slice(listen: SocketAddr) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kube-dns-skiff",
+            "namespace": "kube-system",
+            "labels": {
+                "kubernetes.io/service-name": "kube-dns",
+                "endpointslice.kubernetes.io/managed-by": DNS_MANAGER,
+            },
+        },
+        "addressType": if listen.is_ipv4() { "IPv4" } else { "IPv6" },
+        "endpoints": [{
+            "addresses": [listen.ip().to_string()],
+            "conditions": {"ready": true, "serving": true, "terminating": false},
+        }],
+        "ports": [
+            {"name": "dns", "port": listen.port(), "protocol": "UDP"},
+            {"name": "dns-tcp", "port": listen.port(), "protocol": "TCP"},
+        ],
+    })
+}
+
+/// The Endpoints of `kube-system/kube-dns`, for clients still reading the core API; marked so
+/// that EndpointSlice mirroring skips it, as the API server does for `default/kubernetes`.
+fn kube_dns_endpoints(listen: SocketAddr) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+        },
+        "subsets": [{
+            "addresses": [{"ip": listen.ip().to_string()}],
+            "ports": [
+                {"name": "dns", "port": listen.port(), "protocol": "UDP"},
+                {"name": "dns-tcp", "port": listen.port(), "protocol": "TCP"},
+            ],
+        }],
+    })
+}
+
+/// Creates the `skiff` IngressClass unless it exists, retrying until the API answers.
+async fn ensure_ingress_class(client: kube::Client) {
+    use k8s_openapi::api::networking::v1::IngressClass;
+    use kube::api::{Api, PostParams};
+
+    let classes: Api<IngressClass> = Api::all(client);
+    loop {
+        let class: IngressClass = match serde_json::from_value(skiff_ingress::skiff_ingress_class())
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "the skiff IngressClass does not parse");
+                return;
+            }
+        };
+        match classes.create(&PostParams::default(), &class).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 409 => return,
+            Err(e) => tracing::warn!(error = %e, "creating the skiff IngressClass"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Creates the selector-less `kube-dns` Service (dropping a selector an older one had) and
+/// applies its EndpointSlice and Endpoints.
+async fn ensure_kube_dns(client: &kube::Client, listen: SocketAddr) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    match services.get_opt("kube-dns").await? {
+        None => {
+            let svc: Service = serde_json::from_value(skiff_dns::kube_dns_service())?;
+            match services.create(&PostParams::default(), &svc).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e).context("creating kube-system/kube-dns"),
+            }
+        }
+        Some(svc) if svc.spec.as_ref().is_some_and(|s| s.selector.is_some()) => {
+            let patch = serde_json::json!({"spec": {"selector": null}});
+            services
+                .patch("kube-dns", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .context("removing the selector of kube-system/kube-dns")?;
+        }
+        Some(_) => {}
+    }
+    let pp = PatchParams::apply(DNS_MANAGER).force();
+    Api::<EndpointSlice>::namespaced(client.clone(), "kube-system")
+        .patch(
+            "kube-dns-skiff",
+            &pp,
+            &Patch::Apply(kube_dns_endpoint_slice(listen)),
+        )
+        .await
+        .context("applying the kube-dns EndpointSlice")?;
+    Api::<Endpoints>::namespaced(client.clone(), "kube-system")
+        .patch("kube-dns", &pp, &Patch::Apply(kube_dns_endpoints(listen)))
+        .await
+        .context("applying the kube-dns Endpoints")?;
     Ok(())
 }
 
@@ -261,6 +509,55 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kube_dns_endpoints_point_at_the_listen_address() {
+        use k8s_openapi::api::core::v1::Endpoints;
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        let listen: SocketAddr = "192.0.2.7:5353".parse().unwrap();
+        let slice: EndpointSlice = serde_json::from_value(kube_dns_endpoint_slice(listen)).unwrap();
+        let labels = slice.metadata.labels.unwrap();
+        assert_eq!(labels["kubernetes.io/service-name"], "kube-dns");
+        assert_eq!(
+            labels["endpointslice.kubernetes.io/managed-by"],
+            "skiff-server"
+        );
+        assert_eq!(slice.address_type, "IPv4");
+        assert_eq!(slice.endpoints[0].addresses, vec!["192.0.2.7".to_string()]);
+        let ports: Vec<_> = slice
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port.unwrap(), p.protocol.unwrap()))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("dns".to_string(), 5353, "UDP".to_string()),
+                ("dns-tcp".to_string(), 5353, "TCP".to_string())
+            ]
+        );
+        let ep: Endpoints = serde_json::from_value(kube_dns_endpoints(listen)).unwrap();
+        let subset = &ep.subsets.unwrap()[0];
+        assert_eq!(subset.addresses.as_ref().unwrap()[0].ip, "192.0.2.7");
+        assert_eq!(subset.ports.as_ref().unwrap()[1].port, 5353);
+    }
+
+    #[test]
+    fn free_dns_port_is_free_for_udp_and_tcp() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let port = free_dns_port(ip).unwrap();
+        assert_ne!(port, 0);
+        let _udp = std::net::UdpSocket::bind((ip, port)).unwrap();
+        let _tcp = std::net::TcpListener::bind((ip, port)).unwrap();
+    }
+
+    #[test]
+    fn agent_claims_the_first_node_cidr() {
+        assert_eq!(first_node_cidr("10.42.0.0/16"), "10.42.0.0/24");
+        assert_eq!(first_node_cidr("10.123.4.5/16"), "10.123.0.0/24");
+        assert_eq!(first_node_cidr("10.9.9.0/26"), "10.9.9.0/26");
+    }
 
     #[test]
     fn go_durations() {

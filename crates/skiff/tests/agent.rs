@@ -78,6 +78,11 @@ impl Agent {
                 cidr,
                 "--bridge-name",
                 bridge,
+                // Cluster-wide networking has its own test (network.rs); these agents leave
+                // the host's nftables and ports 80/443 alone.
+                "--disable-kube-proxy",
+                "--disable-network-policy",
+                "--disable-ingress",
             ])
             .arg("--kubeconfig")
             .arg(&server.kubeconfig)
@@ -109,16 +114,10 @@ impl Drop for Agent {
         // Shims and containers the agent's containerd started (found by our data dir in their
         // command line) would outlive the test: stop them by PID.
         let marker = self.data_dir.to_string_lossy().into_owned();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmd).contains(&marker) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
+        for pid in common::leftovers(&marker) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut ours: Vec<&str> = mounts
@@ -422,6 +421,9 @@ impl JoinedAgent {
             cidr,
             "--bridge-name",
             bridge,
+            "--disable-kube-proxy",
+            "--disable-network-policy",
+            "--disable-ingress",
             "--data-dir",
         ]
         .iter()

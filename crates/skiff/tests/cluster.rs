@@ -7,6 +7,73 @@ use std::time::Duration;
 
 use common::{wait_for, Server, Sim};
 
+/// Watches pods with `kubectl get -w` and tracks, at every event once `full` pods are ready,
+/// the fewest ready pods not being deleted.
+struct ReadyWatch {
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<(usize, usize)>,
+}
+
+impl ReadyWatch {
+    fn start(s: &Server, selector: &str, full: usize) -> ReadyWatch {
+        let mut child = std::process::Command::new(common::KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .args([
+                "get",
+                "pods",
+                "-l",
+                selector,
+                "-w",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl get -w");
+        let stdout = child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            let mut ready: std::collections::HashMap<String, bool> = Default::default();
+            let (mut min, mut events, mut armed) = (usize::MAX, 0, false);
+            let stream =
+                serde_json::Deserializer::from_reader(stdout).into_iter::<serde_json::Value>();
+            for ev in stream {
+                let Ok(ev) = ev else { break };
+                let pod = &ev["object"];
+                let name = pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let is_ready = ev["type"] != "DELETED"
+                    && pod["metadata"]["deletionTimestamp"].is_null()
+                    && pod["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                ready.insert(name, is_ready);
+                let count = ready.values().filter(|r| **r).count();
+                armed |= count >= full;
+                if armed {
+                    events += 1;
+                    min = min.min(count);
+                }
+            }
+            (min, events)
+        });
+        ReadyWatch { child, reader }
+    }
+
+    /// Stops the watch (by PID) and returns the fewest ready pods seen and the events counted.
+    fn stop(mut self) -> (usize, usize) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reader.join().expect("watch reader")
+    }
+}
+
 fn ready_replicas(s: &Server, deploy: &str) -> String {
     s.ok(&[
         "get",
@@ -85,9 +152,17 @@ fn deployments_heal_scale_roll_out_and_undo() {
     wait_for("4 ready", Duration::from_secs(60), || {
         (ready_replicas(&s, "web") == "4").then_some(())
     });
+    let watch = ReadyWatch::start(&s, "app=web", 4);
     s.ok(&["set", "image", "deployment/web", "nginx=nginx:1.28"]);
     let out = s.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
+    // maxUnavailable defaults to 25% of 4 = 1: never fewer than 3 ready pods at any event.
+    let (min_ready, events) = watch.stop();
+    assert!(events > 4, "the watch saw the rollout ({events} events)");
+    assert!(
+        min_ready >= 3,
+        "ready pods fell to {min_ready} during the rollout"
+    );
     let image = s.ok(&[
         "get",
         "deploy",

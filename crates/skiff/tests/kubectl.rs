@@ -217,8 +217,14 @@ fn apply_get_patch_label_scale_delete() {
         "{names}"
     );
     s.ok(&["delete", "cm", "--all", "-n", "shop"]);
+    // As upstream, the root-CA publisher puts `kube-root-ca.crt` back at once.
     let names = s.ok(&["get", "cm", "-n", "shop", "-o", "name"]);
-    assert!(names.trim().is_empty(), "{names}");
+    assert!(
+        names
+            .lines()
+            .all(|n| n.trim() == "configmap/kube-root-ca.crt"),
+        "{names}"
+    );
     let err = s.fails(&["get", "cm", "one", "-n", "shop"]);
     assert!(
         err.contains("Error from server (NotFound): configmaps \"one\" not found"),

@@ -414,3 +414,302 @@ async fn suspend_deletes_active_pods() {
     assert_eq!(s.active, Some(0));
     assert!(s.start_time.is_none());
 }
+
+/// A pod of index `ix`, carrying `failures` earlier failures of its index.
+fn ipod(j: &Job, name: &str, ix: i32, phase: &str, failures: Option<i32>) -> Pod {
+    let mut p = pod(j, name, phase, true);
+    let mut ann: std::collections::BTreeMap<String, String> =
+        [(JOB_COMPLETION_INDEX.to_string(), ix.to_string())].into();
+    if let Some(n) = failures {
+        ann.insert(JOB_INDEX_FAILURE_COUNT.into(), n.to_string());
+    }
+    p.metadata.annotations = Some(ann);
+    if phase == "Failed" {
+        p = with_exit(p, 1);
+    }
+    p
+}
+
+fn created_indexes(f: &Fixture) -> Vec<(i32, Option<String>)> {
+    f.rc.of(Verb::Create, "Pod")
+        .into_iter()
+        .map(|a| {
+            let p: Pod = serde_json::from_value(a.object.unwrap()).unwrap();
+            let count = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(JOB_INDEX_FAILURE_COUNT))
+                .cloned();
+            (completion_index(&p).unwrap(), count)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn backoff_limit_per_index_retries_then_fails_the_index() {
+    let j = job(
+        json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+        "backoffLimitPerIndex": 1, "podReplacementPolicy": "Failed"}),
+    );
+    let f = fixture(&j);
+    f.ctl.pods.apply(ipod(&j, "pi-0-a", 0, "Failed", Some(0)));
+    let requeue = f.ctl.sync("ns/pi").await.unwrap();
+    // Index 0 backs off on its own; the others start at once with a zero count.
+    assert_eq!(
+        created_indexes(&f),
+        vec![(1, Some("0".into())), (2, Some("0".into()))]
+    );
+    assert_eq!(requeue, Some(Duration::from_secs(10)));
+    // The failed pod keeps its finalizer until its replacement exists.
+    assert_eq!(f.rc.count(Verb::Patch, "Pod"), 0);
+    let s = last_status(&f);
+    assert_eq!(s.failed_indexes.as_deref(), Some(""));
+    assert_eq!(s.failed.unwrap_or(0), 0);
+
+    f.ctl.pods.apply(ipod(&j, "pi-1-a", 1, "Running", Some(0)));
+    f.ctl.pods.apply(ipod(&j, "pi-2-a", 2, "Running", Some(0)));
+    f.clock.step(Duration::from_secs(10));
+    f.rc.clear();
+    f.ctl.sync("ns/pi").await.unwrap();
+    assert_eq!(
+        created_indexes(&f),
+        vec![(0, Some("1".into()))],
+        "the replacement carries the failure count"
+    );
+
+    // The replacement fails too: the index has used up its one retry.
+    f.ctl.pods.apply(ipod(&j, "pi-0-b", 0, "Failed", Some(1)));
+    f.ctl.expectations.delete("ns/pi");
+    f.rc.clear();
+    f.ctl.sync("ns/pi").await.unwrap();
+    let s = last_status(&f);
+    assert_eq!(s.failed_indexes.as_deref(), Some("0"));
+    assert_eq!(s.failed, Some(2), "both pods of index 0 are counted");
+    assert_eq!(
+        f.rc.count(Verb::Create, "Pod"),
+        0,
+        "a failed index is not retried"
+    );
+    assert!(cond(&s, "FailureTarget").is_none());
+
+    // The other indexes succeed: the Job fails with FailedIndexes.
+    f.ctl
+        .pods
+        .apply(ipod(&j, "pi-1-a", 1, "Succeeded", Some(0)));
+    f.ctl
+        .pods
+        .apply(ipod(&j, "pi-2-a", 2, "Succeeded", Some(0)));
+    for n in ["pi-0-a", "pi-0-b"] {
+        let mut p = ipod(&j, n, 0, "Failed", None);
+        p.metadata.finalizers = None;
+        f.ctl.pods.apply(p);
+    }
+    f.ctl.sync("ns/pi").await.unwrap();
+    let s = last_status(&f);
+    assert_eq!(s.completed_indexes.as_deref(), Some("1-2"));
+    let c = cond(&s, "Failed").expect("Failed");
+    assert_eq!(c.reason.as_deref(), Some("FailedIndexes"));
+    assert_eq!(c.message.as_deref(), Some("Job has failed indexes"));
+}
+
+#[tokio::test]
+async fn max_failed_indexes_exceeded_terminates_the_job() {
+    let j = job(
+        json!({"completions": 4, "parallelism": 2, "completionMode": "Indexed",
+        "backoffLimitPerIndex": 0, "maxFailedIndexes": 0}),
+    );
+    let f = fixture(&j);
+    f.ctl.pods.apply(ipod(&j, "pi-0-a", 0, "Running", Some(0)));
+    f.ctl.pods.apply(ipod(&j, "pi-1-a", 1, "Failed", Some(0)));
+    f.ctl.sync("ns/pi").await.unwrap();
+    let s = last_status(&f);
+    assert_eq!(s.failed_indexes.as_deref(), Some("1"));
+    let t = cond(&s, "FailureTarget").expect("FailureTarget");
+    assert_eq!(t.reason.as_deref(), Some("MaxFailedIndexesExceeded"));
+    assert_eq!(
+        t.message.as_deref(),
+        Some("Job has exceeded the specified maximal number of failed indexes")
+    );
+    let deleted: Vec<String> =
+        f.rc.of(Verb::Delete, "Pod")
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+    assert_eq!(deleted, vec!["pi-0-a"]);
+    assert!(cond(&s, "Failed").is_none(), "a pod is still running");
+    assert_eq!(f.rc.count(Verb::Create, "Pod"), 0);
+}
+
+#[tokio::test]
+async fn fail_index_action_fails_only_that_index() {
+    let policy = json!({"rules": [
+        {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [42]}}
+    ]});
+    let j = job(
+        json!({"completions": 2, "parallelism": 2, "completionMode": "Indexed",
+        "backoffLimitPerIndex": 5, "podFailurePolicy": policy}),
+    );
+    let f = fixture(&j);
+    f.ctl
+        .pods
+        .apply(with_exit(ipod(&j, "pi-0-a", 0, "Failed", Some(0)), 42));
+    f.ctl.sync("ns/pi").await.unwrap();
+    let s = last_status(&f);
+    assert_eq!(s.failed_indexes.as_deref(), Some("0"));
+    assert_eq!(s.failed, Some(1));
+    assert_eq!(created_indexes(&f), vec![(1, Some("0".into()))]);
+    assert!(cond(&s, "FailureTarget").is_none());
+}
+
+#[tokio::test]
+async fn success_policy_completes_and_terminates_the_rest() {
+    let j = job(
+        json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed",
+        "successPolicy": {"rules": [{"succeededIndexes": "2"}, {"succeededIndexes": "0-1", "succeededCount": 1}]}}),
+    );
+    let f = fixture(&j);
+    f.ctl.pods.apply(ipod(&j, "pi-0-a", 0, "Succeeded", None));
+    f.ctl.pods.apply(ipod(&j, "pi-1-a", 1, "Running", None));
+    f.ctl.pods.apply(ipod(&j, "pi-2-a", 2, "Running", None));
+    f.ctl.sync("ns/pi").await.unwrap();
+    let s = last_status(&f);
+    let c = cond(&s, "SuccessCriteriaMet").expect("SuccessCriteriaMet");
+    assert_eq!(c.reason.as_deref(), Some("SuccessPolicy"));
+    assert_eq!(c.message.as_deref(), Some("Matched rules at index 1"));
+    assert!(cond(&s, "Complete").is_none(), "pods are still running");
+    let mut deleted: Vec<String> =
+        f.rc.of(Verb::Delete, "Pod")
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+    deleted.sort();
+    assert_eq!(deleted, vec!["pi-1-a", "pi-2-a"]);
+    // The pods are gone: Complete follows with the same reason.
+    for n in ["pi-1-a", "pi-2-a"] {
+        f.ctl.pods.delete(ipod(&j, n, 1, "Running", None));
+    }
+    let mut p0 = ipod(&j, "pi-0-a", 0, "Succeeded", None);
+    p0.metadata.finalizers = None;
+    f.ctl.pods.apply(p0);
+    f.ctl.sync("ns/pi").await.unwrap();
+    let s = last_status(&f);
+    let c = cond(&s, "Complete").expect("Complete");
+    assert_eq!(c.reason.as_deref(), Some("SuccessPolicy"));
+    assert_eq!(s.succeeded, Some(1));
+}
+
+#[test]
+fn success_policy_rules() {
+    let j = job(json!({"completions": 5, "completionMode": "Indexed",
+        "successPolicy": {"rules": [{"succeededIndexes": "0,2-3", "succeededCount": 2}, {"succeededCount": 4}]}}));
+    let set = |v: &[i32]| v.iter().copied().collect::<BTreeSet<i32>>();
+    assert_eq!(match_success_policy(&j, &set(&[])), None);
+    assert_eq!(match_success_policy(&j, &set(&[0, 1])), None);
+    assert_eq!(
+        match_success_policy(&j, &set(&[0, 3])).as_deref(),
+        Some("Matched rules at index 0")
+    );
+    assert_eq!(
+        match_success_policy(&j, &set(&[0, 1, 4, 9])).as_deref(),
+        Some("Matched rules at index 1")
+    );
+    let all = job(json!({"completions": 5, "completionMode": "Indexed",
+        "successPolicy": {"rules": [{"succeededIndexes": "1-2"}]}}));
+    assert_eq!(match_success_policy(&all, &set(&[1])), None);
+    assert!(match_success_policy(&all, &set(&[1, 2])).is_some());
+}
+
+#[tokio::test]
+async fn pod_replacement_policy_failed_waits_for_terminating_pods() {
+    let mut dying_at = Time(t0());
+    dying_at.0 = t0();
+    let j = job(json!({"completions": 1, "parallelism": 1, "podReplacementPolicy": "Failed"}));
+    let f = fixture(&j);
+    let mut p = pod(&j, "a", "Running", true);
+    p.metadata.deletion_timestamp = Some(dying_at.clone());
+    f.ctl.pods.apply(p.clone());
+    f.ctl.sync("ns/pi").await.unwrap();
+    assert_eq!(
+        f.rc.count(Verb::Create, "Pod"),
+        0,
+        "no replacement while terminating"
+    );
+    let s = last_status(&f);
+    assert_eq!(s.terminating, Some(1));
+    assert_eq!(s.failed.unwrap_or(0), 0);
+    assert_eq!(s.active, Some(0));
+    // Once Failed it is counted and replaced.
+    let mut failed = with_exit(p, 1);
+    failed.status.as_mut().unwrap().phase = Some("Failed".into());
+    f.ctl.pods.apply(failed);
+    f.clock.step(Duration::from_secs(60));
+    f.ctl.sync("ns/pi").await.unwrap();
+    let s = last_status(&f);
+    assert_eq!(s.failed, Some(1));
+    assert_eq!(s.terminating, Some(0));
+
+    // TerminatingOrFailed (the default): the terminating pod counts as failed at once.
+    let j = job(json!({"completions": 1, "parallelism": 1}));
+    let f = fixture(&j);
+    let mut p = pod(&j, "a", "Running", true);
+    p.metadata.deletion_timestamp = Some(dying_at);
+    f.ctl.pods.apply(p);
+    let requeue = f.ctl.sync("ns/pi").await.unwrap();
+    let s = last_status(&f);
+    assert_eq!(s.failed, Some(1));
+    assert_eq!(s.terminating, Some(1));
+    assert_eq!(
+        requeue,
+        Some(Duration::from_secs(10)),
+        "replaced after the backoff"
+    );
+}
+
+#[tokio::test]
+async fn completed_indexes_are_written_before_finalizers_go() {
+    let j = job(json!({"completions": 2, "parallelism": 2, "completionMode": "Indexed"}));
+    let f = fixture(&j);
+    f.ctl.pods.apply(ipod(&j, "pi-1-a", 1, "Succeeded", None));
+    f.ctl.pods.apply(ipod(&j, "pi-0-a", 0, "Running", None));
+    f.ctl.sync("ns/pi").await.unwrap();
+    let actions = f.rc.actions();
+    let first_status = actions
+        .iter()
+        .position(|a| a.verb == Verb::UpdateStatus)
+        .unwrap();
+    let first_patch = actions.iter().position(|a| a.verb == Verb::Patch).unwrap();
+    assert!(first_status < first_patch);
+    let s: JobStatus =
+        serde_json::from_value(actions[first_status].object.clone().unwrap()["status"].clone())
+            .unwrap();
+    assert_eq!(s.completed_indexes.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn surplus_pods_are_released_before_deletion() {
+    let j = job(json!({"completions": 2, "parallelism": 2, "completionMode": "Indexed"}));
+    let f = fixture(&j);
+    f.ctl.pods.apply(ipod(&j, "pi-0-a", 0, "Running", None));
+    f.ctl.pods.apply(ipod(&j, "pi-0-b", 0, "Pending", None));
+    f.ctl.sync("ns/pi").await.unwrap();
+    let deleted: Vec<String> =
+        f.rc.of(Verb::Delete, "Pod")
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+    assert_eq!(deleted.len(), 1, "one pod of the duplicated index goes");
+    let patched: Vec<String> =
+        f.rc.of(Verb::Patch, "Pod")
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+    assert_eq!(patched, deleted, "its tracking finalizer is removed first");
+    let s = last_status(&f);
+    assert_eq!((s.active, s.terminating), (Some(1), Some(1)));
+    assert_eq!(
+        s.failed.unwrap_or(0),
+        0,
+        "a released surplus pod is not a failure"
+    );
+}

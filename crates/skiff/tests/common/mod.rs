@@ -52,6 +52,9 @@ impl Server {
                 "127.0.0.1",
                 "--advertise-address",
                 "127.0.0.1",
+                // Parallel servers must not fight over port 53.
+                "--dns-port",
+                "0",
             ])
             .arg("--https-listen-port")
             .arg(port.to_string())
@@ -251,4 +254,41 @@ impl Drop for Sim {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The processes a stopped agent left: those whose command line names its data dir
+/// (containerd, the shims) and all their descendants (the containers).
+pub fn leftovers(marker: &str) -> Vec<u32> {
+    let mut parent = std::collections::BTreeMap::new();
+    let mut ours = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(marker) {
+            ours.insert(pid);
+        }
+        // `pid (comm) state ppid ...`; comm may hold spaces, so parse after the last ')'.
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent.insert(pid, ppid);
+        }
+    }
+    loop {
+        let more: Vec<u32> = parent
+            .iter()
+            .filter(|(pid, ppid)| ours.contains(*ppid) && !ours.contains(*pid))
+            .map(|(pid, _)| *pid)
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        ours.extend(more);
+    }
+    ours.into_iter().collect()
 }
