@@ -8,8 +8,11 @@
 //! Only the API server may call it: TLS requires a client certificate from the cluster CA, and
 //! only `kube-apiserver-kubelet-client` (or a member of `system:masters`) is let through.
 //! Exec, attach and port-forward ask CRI for a URL on containerd's streaming server and proxy
-//! the client's upgraded connection (SPDY/3.1 or WebSocket) to it byte for byte; containerd
-//! speaks the Kubernetes streaming protocols, the agent does not parse them.
+//! the client's upgraded connection (SPDY/3.1, or WebSocket with the older channel protocols)
+//! to it byte for byte. Exec and attach over WebSocket with `v5.channel.k8s.io` or
+//! `v4.channel.k8s.io`, which kubectl tries first, are translated to SPDY here instead (as
+//! upstream's API server does), since containerd's WebSocket server predates v5; port-forward
+//! over WebSocket unwraps the SPDY the client tunnels through it (`wsstream`).
 //!
 //! `bootstrap` obtains the node's certificates with a join token.
 
@@ -33,6 +36,8 @@ use crate::runtime::Runtime;
 
 pub mod bootstrap;
 pub mod logs;
+mod spdy;
+pub mod wsstream;
 
 /// The port of the agent's API (upstream's kubelet port).
 pub const AGENT_PORT: u16 = 10250;
@@ -456,6 +461,17 @@ impl AgentApi {
                 .into_inner()
                 .url
         };
+        if is_upgrade(req.headers()) && wsstream::is_websocket(req.headers()) {
+            if let Some(protocol) = wsstream::negotiate(req.headers()) {
+                let streams = wsstream::Streams {
+                    stdin,
+                    stdout,
+                    stderr: stderr && !tty,
+                    tty,
+                };
+                return wsstream::serve(&url, streams, protocol, req).await;
+            }
+        }
         proxy_stream(&url, req).await
     }
 
@@ -490,6 +506,12 @@ impl AgentApi {
             .map_err(|s| HttpError::cri("port-forward", s))?
             .into_inner()
             .url;
+        if is_upgrade(req.headers()) && wsstream::is_websocket(req.headers()) {
+            let protocols = wsstream::tunneled_protocols(req.headers());
+            if !protocols.is_empty() {
+                return wsstream::serve_tunnel(&url, &protocols, req).await;
+            }
+        }
         proxy_stream(&url, req).await
     }
 }

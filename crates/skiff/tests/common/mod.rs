@@ -257,7 +257,8 @@ impl Drop for Sim {
 }
 
 /// The processes a stopped agent left: those whose command line names its data dir
-/// (containerd, the shims) and all their descendants (the containers).
+/// (containerd, the shims), containers whose root filesystem lies under it, and all their
+/// descendants.
 pub fn leftovers(marker: &str) -> Vec<u32> {
     let mut parent = std::collections::BTreeMap::new();
     let mut ours = std::collections::BTreeSet::new();
@@ -266,7 +267,13 @@ pub fn leftovers(marker: &str) -> Vec<u32> {
             continue;
         };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd).contains(marker) {
+        // A container whose shim died first is re-parented to init; its root filesystem (an
+        // overlay under the data dir) still names the marker.
+        let root_mount = std::fs::read_to_string(e.path().join("mountinfo"))
+            .ok()
+            .and_then(|m| m.lines().next().map(str::to_string))
+            .unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(marker) || root_mount.contains(marker) {
             ours.insert(pid);
         }
         // `pid (comm) state ppid ...`; comm may hold spaces, so parse after the last ')'.
