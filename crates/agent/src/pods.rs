@@ -1743,7 +1743,13 @@ impl Worker {
                 .collect();
             return tokio::time::timeout(
                 timeout,
-                probe::http_get(&host, port, g.path.as_deref().unwrap_or("/"), headers),
+                probe::http_get(
+                    &host,
+                    port,
+                    g.path.as_deref().unwrap_or("/"),
+                    headers,
+                    g.scheme.as_deref() == Some("HTTPS"),
+                ),
             )
             .await
             .unwrap_or_else(|_| Err("hook timed out".into()));
