@@ -67,6 +67,29 @@ pub struct Config {
     pub default_toleration_seconds: (i64, i64),
 }
 
+/// Serves an API server on the memory store over plain HTTP on a free loopback port, admitting
+/// every request as an admin, until the runtime ends: the shared fixture of other crates'
+/// integration tests (never used by the binary).
+pub async fn serve_for_tests() -> std::net::SocketAddr {
+    let server = ApiServer::new(Config {
+        store: Arc::new(skiff_store::MemoryStore::new()),
+        advertise_address: IpAddr::from([127, 0, 0, 1]),
+        port: 6443,
+        tokens: None,
+        event_ttl: std::time::Duration::from_secs(3600),
+        insecure_anonymous_admin: true,
+        default_toleration_seconds: (300, 300),
+    })
+    .await
+    .expect("start the test API server");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the test API server");
+    let addr = listener.local_addr().expect("test API server address");
+    tokio::spawn(serve(server, listener, None, std::future::pending()));
+    addr
+}
+
 /// Options the handlers consult.
 pub struct Options {
     /// `host:port` advertised in `/api`.

@@ -14,25 +14,7 @@ use skiff_controllers::runtime::Context;
 use skiff_controllers::ControllerManagerConfig;
 
 async fn start_server() -> Client {
-    let server = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
-        store: Arc::new(skiff_store::MemoryStore::new()),
-        advertise_address: "127.0.0.1".parse().unwrap(),
-        port: 6443,
-        tokens: None,
-        event_ttl: Duration::from_secs(3600),
-        insecure_anonymous_admin: true,
-        default_toleration_seconds: (300, 300),
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(skiff_apiserver::serve(
-        server,
-        listener,
-        None,
-        std::future::pending(),
-    ));
+    let addr = skiff_apiserver::serve_for_tests().await;
     Client::try_from(Config::new(format!("http://{addr}").parse().unwrap())).unwrap()
 }
 

@@ -1,7 +1,6 @@
 //! The workload controllers against an in-process API server (memory store). No scheduler
 //! or kubelet: the test marks pods Ready through the status subresource itself.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -12,25 +11,7 @@ use serde_json::json;
 use skiff_controllers::{run, ControllerManagerConfig};
 
 async fn start_server() -> Client {
-    let server = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
-        store: Arc::new(skiff_store::MemoryStore::new()),
-        advertise_address: "127.0.0.1".parse().unwrap(),
-        port: 6443,
-        tokens: None,
-        event_ttl: Duration::from_secs(3600),
-        insecure_anonymous_admin: true,
-        default_toleration_seconds: (300, 300),
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(skiff_apiserver::serve(
-        server,
-        listener,
-        None,
-        std::future::pending(),
-    ));
+    let addr = skiff_apiserver::serve_for_tests().await;
     Client::try_from(Config::new(format!("http://{addr}").parse().unwrap())).unwrap()
 }
 

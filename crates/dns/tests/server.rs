@@ -2,7 +2,6 @@
 //! to the upstream resolver.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -17,25 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 async fn api_server() -> Client {
-    let server = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
-        store: Arc::new(skiff_store::MemoryStore::new()),
-        advertise_address: "127.0.0.1".parse().unwrap(),
-        port: 6443,
-        tokens: None,
-        event_ttl: Duration::from_secs(3600),
-        insecure_anonymous_admin: true,
-        default_toleration_seconds: (300, 300),
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(skiff_apiserver::serve(
-        server,
-        listener,
-        None,
-        std::future::pending(),
-    ));
+    let addr = skiff_apiserver::serve_for_tests().await;
     Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap()
 }
 

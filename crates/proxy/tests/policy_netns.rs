@@ -5,7 +5,6 @@
 //! ruleset and interfaces are never touched.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -160,25 +159,7 @@ async fn wait_reach(what: &str, cases: &[(&str, &str, u16, bool)]) {
 }
 
 async fn api_server() -> kube::Client {
-    let server = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
-        store: Arc::new(skiff_store::MemoryStore::new()),
-        advertise_address: "127.0.0.1".parse().unwrap(),
-        port: 6443,
-        tokens: None,
-        event_ttl: Duration::from_secs(3600),
-        insecure_anonymous_admin: true,
-        default_toleration_seconds: (300, 300),
-    })
-    .await
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(skiff_apiserver::serve(
-        server,
-        listener,
-        None,
-        std::future::pending(),
-    ));
+    let addr = skiff_apiserver::serve_for_tests().await;
     kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap()
 }
 
