@@ -111,24 +111,8 @@ impl Drop for Agent {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Shims and containers the agent's containerd started (found by our data dir in their
-        // command line) would outlive the test: stop them by PID.
-        let marker = self.data_dir.to_string_lossy().into_owned();
-        for pid in common::leftovers(&marker) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&marker))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
+        // Shims and containers outlive the agent: stop them by PID, then unmount.
+        common::remove_agent_leftovers(&self.data_dir);
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())

@@ -17,54 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const KUBECTL: &str = "/usr/bin/kubectl";
+use common::{wait_for, KUBECTL};
+
 /// The pod network; it only exists inside the test's namespaces.
 const CLUSTER_CIDR: &str = "10.214.0.0/16";
-
-fn missing_prerequisite() -> Option<String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        return Some("root".into());
-    }
-    for tool in ["containerd", "runc", "nft", "ip"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("`{tool}` on PATH"));
-        }
-    }
-    for f in [
-        "/usr/lib/cni/bridge",
-        "/usr/lib/cni/host-local",
-        "/usr/lib/cni/portmap",
-        "/bin/busybox",
-        KUBECTL,
-    ] {
-        if !Path::new(f).exists() {
-            return Some(f.into());
-        }
-    }
-    None
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn step(msg: &str) {
     eprintln!("multinode: {msg}");
@@ -504,7 +460,7 @@ fn cni_netns_files() -> BTreeSet<String> {
 
 #[test]
 fn three_nodes_share_one_network() {
-    if let Some(missing) = missing_prerequisite() {
+    if let Some(missing) = common::missing_agent_prerequisite() {
         eprintln!("skipping the multi-node system test: it needs {missing}");
         return;
     }

@@ -16,55 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const KUBECTL: &str = "/usr/bin/kubectl";
+use common::{wait_for, KUBECTL};
+
 /// A cluster CIDR and bridge no other test uses, so parallel tests never share routes.
 const CLUSTER_CIDR: &str = "10.123.0.0/16";
 const BRIDGE: &str = "sknet0";
-
-fn missing_prerequisite() -> Option<String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        return Some("root".into());
-    }
-    for tool in ["containerd", "runc", "nft", "ip"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("`{tool}` on PATH"));
-        }
-    }
-    for f in [
-        "/usr/lib/cni/bridge",
-        "/usr/lib/cni/host-local",
-        "/usr/lib/cni/portmap",
-        "/bin/busybox",
-        KUBECTL,
-    ] {
-        if !Path::new(f).exists() {
-            return Some(f.into());
-        }
-    }
-    None
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The host's primary address: the one the default route leaves from.
 fn host_ip() -> IpAddr {
@@ -219,23 +175,8 @@ impl Drop for Cluster {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // containerd, its shims and the containers carry our data dir on their command line.
-        let marker = self.data_dir.to_string_lossy().into_owned();
-        for pid in common::leftovers(&marker) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&marker))
-            .collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
+        // Shims and containers outlive the agent: stop them by PID, then unmount.
+        common::remove_agent_leftovers(&self.data_dir);
         let _ = Command::new("ip")
             .args(["link", "del", BRIDGE])
             .stderr(Stdio::null())
@@ -309,7 +250,7 @@ spec:
 
 #[test]
 fn services_and_dns_reach_real_pods() {
-    if let Some(missing) = missing_prerequisite() {
+    if let Some(missing) = common::missing_agent_prerequisite() {
         eprintln!("skipping the network system test: it needs {missing}");
         return;
     }

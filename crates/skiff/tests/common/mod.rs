@@ -299,3 +299,60 @@ pub fn leftovers(marker: &str) -> Vec<u32> {
     }
     ours.into_iter().collect()
 }
+
+/// Stops by PID what a stopped agent left under `data_dir` (see [`leftovers`]), then unmounts
+/// its mounts, deepest first.
+pub fn remove_agent_leftovers(data_dir: &Path) {
+    let marker = data_dir.to_string_lossy().into_owned();
+    for pid in leftovers(&marker) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut ours: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&marker))
+        .collect();
+    ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in ours {
+        let _ = Command::new("umount").args(["-l", m]).status();
+    }
+}
+
+/// What a system test with a real agent needs and this machine lacks (root, containerd, runc,
+/// nft, ip, the CNI plugins, busybox, kubectl), if anything.
+pub fn missing_agent_prerequisite() -> Option<String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Some("root".into());
+    }
+    for tool in ["containerd", "runc", "nft", "ip"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("`{tool}` on PATH"));
+        }
+    }
+    for f in [
+        "/usr/lib/cni/bridge",
+        "/usr/lib/cni/host-local",
+        "/usr/lib/cni/portmap",
+        "/bin/busybox",
+        KUBECTL,
+    ] {
+        if !Path::new(f).exists() {
+            return Some(f.into());
+        }
+    }
+    None
+}
