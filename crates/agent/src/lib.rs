@@ -19,6 +19,7 @@ pub mod gc;
 pub mod image;
 pub mod net;
 pub mod node;
+pub mod pleg;
 pub mod pods;
 pub mod probe;
 pub mod runtime;
@@ -26,6 +27,37 @@ pub mod server;
 pub mod staticpods;
 pub mod status;
 pub mod volume;
+
+/// A client of the API server that multiplexes every request and watch over one HTTP/2
+/// connection when the server offers it (as client-go does), instead of kube's default of one
+/// HTTP/1.1 connection per concurrent request: an agent with dozens of pods and a dozen watches
+/// otherwise holds dozens of TLS connections and their buffers.
+pub fn api_client(config: kube::Config) -> Result<kube::Client> {
+    use kube::client::ConfigExt;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(config.connect_timeout);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config.rustls_client_config()?)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let client: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            // Pings find a dead connection (server gone, network cut) that would otherwise
+            // hang every request multiplexed on it.
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+            .http2_keep_alive_timeout(std::time::Duration::from_secs(10))
+            .build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(client);
+    Ok(kube::Client::new(service, config.default_namespace))
+}
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -108,6 +140,8 @@ pub struct Context {
     /// The node's allocatable resources (for `resourceFieldRef` defaults).
     pub allocatable: node::Resources,
     pub events: node::Recorder,
+    /// The shared relist of the runtime's sandboxes and containers.
+    pub pleg: Arc<pleg::Pleg>,
 }
 
 /// Runs the node agent until `shutdown` resolves: starts (or connects to) the container
@@ -158,9 +192,11 @@ async fn run_with_runtime(
     let node_ip = config.node_ip.unwrap_or_else(node::primary_ip);
     let allocatable = node::Resources::of_host(&agent_dir, config.max_pods).allocatable();
     let events = node::Recorder::new(client.clone(), &config.node_name);
+    let pleg = Arc::new(pleg::Pleg::new(rt.clone()));
     let ctx = Arc::new(Context {
         config,
         client,
+        pleg: pleg.clone(),
         runtime: rt,
         node_ip,
         allocatable,
@@ -179,6 +215,7 @@ async fn run_with_runtime(
     tracing::info!(node = %ctx.config.node_name, %pod_cidr, "node agent running");
     let lease = tokio::spawn(node::lease_loop(ctx.clone()));
     let status = tokio::spawn(node::status_loop(ctx.clone()));
+    let relist = tokio::spawn(pleg.run());
     let pods = tokio::spawn(pods::run(ctx.clone()));
     let statics = staticpods::StaticUids::default();
     let static_pods = tokio::spawn(staticpods::run(ctx.clone(), statics.clone()));
@@ -189,6 +226,7 @@ async fn run_with_runtime(
     lease.abort();
     status.abort();
     pods.abort();
+    relist.abort();
     static_pods.abort();
     gc.abort();
     Ok(())

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -211,7 +211,9 @@ pub async fn run(
     let (store, writer) = reflector::store();
     let mut changes = reflector::reflector(
         writer,
-        watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff(),
+        watcher(Api::<Node>::all(client), watcher::Config::default())
+            .default_backoff()
+            .map_ok(|ev| ev.modify(skiff_proxy::strip_node)),
     )
     .map(|ev| {
         if let Err(e) = ev {

@@ -1,6 +1,5 @@
 //! Pods bound to this node: one worker per pod drives its sandbox and containers through CRI
-//! towards the spec, relists the runtime every second (containerd 1.6 has no container events),
-//! runs probes, writes `pods/status`, and on deletion stops the pod within its grace period and
+//! towards the spec, reads their state from the shared relist ([`crate::pleg`]), runs probes, writes `pods/status`, and on deletion stops the pod within its grace period and
 //! removes it from the API.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,18 +26,22 @@ use crate::probe::{self, Kind};
 use crate::status::{self, Backoff};
 use crate::{env, volume, Context};
 
-const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+use crate::pleg::LABEL_POD_UID;
 const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
 const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
-/// How often a pod worker relists the runtime when nothing else wakes it.
+/// How often a pod worker syncs when nothing else wakes it.
 const RELIST: Duration = Duration::from_secs(1);
 
 /// Watches the pods bound to this node and runs a worker for each.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
-    let mut stream = watcher(api, cfg).default_backoff().boxed();
+    // Managed fields are most of a pod's size and the agent never reads them.
+    let mut stream = watcher(api, cfg)
+        .default_backoff()
+        .modify(|p| p.metadata.managed_fields = None)
+        .boxed();
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut orphans_checked = false;
@@ -224,6 +227,11 @@ struct Worker {
     pod_ip: String,
     /// Containers killed for a failed liveness/startup probe (no double kill).
     killed: HashSet<String>,
+    /// When this worker last changed the runtime: its next observation must come from a
+    /// relist started after that.
+    wrote_at: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The IP of the sandbox last asked for its status (an IP never changes for one sandbox).
+    sandbox_ip: Option<(String, String)>,
 }
 
 impl Worker {
@@ -241,10 +249,28 @@ impl Worker {
             volumes_at: None,
             pod_ip: String::new(),
             killed: HashSet::new(),
+            wrote_at: std::sync::Mutex::new(None),
+            sandbox_ip: None,
         }
     }
 
-    async fn run(mut self, mut rx: watch::Receiver<Option<Pod>>) {
+    /// Records a change to the runtime (see `wrote_at`).
+    fn wrote(&self) {
+        *self.wrote_at.lock().expect("wrote_at") = Some(tokio::time::Instant::now());
+    }
+
+    async fn run(mut self, rx: watch::Receiver<Option<Pod>>) {
+        let uid = rx
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.metadata.uid.clone())
+            .unwrap_or_default();
+        self.ctx.pleg.watch(&uid, self.wake.clone());
+        self.run_until_stopped(rx).await;
+        self.ctx.pleg.unwatch(&uid);
+    }
+
+    async fn run_until_stopped(&mut self, mut rx: watch::Receiver<Option<Pod>>) {
         let mut last: Option<Pod> = None;
         loop {
             let pod = rx.borrow_and_update().clone();
@@ -264,7 +290,7 @@ impl Worker {
                     return;
                 }
                 Some(p) if p.metadata.deletion_timestamp.is_some() => {
-                    if let Err(e) = self.terminate(&p).await {
+                    if let Err(e) = Box::pin(self.terminate(&p)).await {
                         tracing::warn!(pod = ?p.metadata.name, "terminating pod: {e:#}");
                         last = Some(p);
                         tokio::time::sleep(RELIST).await;
@@ -277,7 +303,9 @@ impl Worker {
                     if p.status.is_none() {
                         self.last_status = None;
                     }
-                    let r = self.sync(&p).await;
+                    // Boxed: the sync state machine is large and only alive while syncing,
+                    // so an idle worker holds a small future.
+                    let r = Box::pin(self.sync(&p)).await;
                     last = Some(p);
                     match r {
                         Ok(d) => d,
@@ -312,32 +340,20 @@ impl Worker {
             .join(format!("{ns}_{name}_{uid}"))
     }
 
-    /// Lists this pod's sandboxes and containers.
+    /// This pod's sandboxes and containers, from a relist recent enough and started after this
+    /// worker's last change to the runtime.
     async fn observe(&mut self, uid: &str) -> Result<(Vec<cri::PodSandbox>, ByName)> {
-        let label = HashMap::from([(LABEL_POD_UID.to_string(), uid.to_string())]);
+        let now = tokio::time::Instant::now();
+        // Changes are announced by the relister's wake-ups; a periodic sync may read a relist
+        // up to two periods old.
+        let mut not_before = now.checked_sub(2 * crate::pleg::PERIOD).unwrap_or(now);
+        if let Some(w) = *self.wrote_at.lock().expect("wrote_at") {
+            not_before = not_before.max(w);
+        }
+        let snapshot = self.ctx.pleg.snapshot(not_before).await?;
+        let (sandboxes, containers) = snapshot.of_pod(uid);
+        drop(snapshot);
         let mut rt = self.ctx.runtime.cri();
-        let sandboxes = rt
-            .list_pod_sandbox(cri::ListPodSandboxRequest {
-                filter: Some(cri::PodSandboxFilter {
-                    label_selector: label.clone(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .context("list pod sandboxes")?
-            .into_inner()
-            .items;
-        let containers = rt
-            .list_containers(cri::ListContainersRequest {
-                filter: Some(cri::ContainerFilter {
-                    label_selector: label,
-                    ..Default::default()
-                }),
-            })
-            .await
-            .context("list containers")?
-            .into_inner()
-            .containers;
         let mut by: ByName = HashMap::new();
         let live: HashSet<String> = containers.iter().map(|c| c.id.clone()).collect();
         self.statuses.retain(|id, _| live.contains(id));
@@ -408,7 +424,8 @@ impl Worker {
             .volumes_at
             .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
         if refresh {
-            let src = self.sources(pod, &[], &[]).await;
+            // Volumes need only the downward API's values, not configMaps or service links.
+            let src = self.base_sources();
             match volume::setup(
                 &self.ctx.client,
                 pod,
@@ -450,6 +467,7 @@ impl Worker {
                     .filter_map(|s| s.metadata.as_ref().map(|m| m.attempt + 1))
                     .max()
                     .unwrap_or(0);
+                self.wrote();
                 for sb in &sandboxes {
                     let _ = self
                         .ctx
@@ -488,26 +506,31 @@ impl Worker {
                 }
             }
         };
-        let sb_status = self
-            .ctx
-            .runtime
-            .cri()
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: sandbox_id.clone(),
-                verbose: false,
-            })
-            .await?
-            .into_inner()
-            .status;
         let host_network = spec.host_network == Some(true);
         self.pod_ip = if host_network {
             self.ctx.node_ip.to_string()
         } else {
-            sb_status
-                .as_ref()
-                .and_then(|s| s.network.as_ref())
-                .map(|n| n.ip.clone())
-                .unwrap_or_default()
+            match &self.sandbox_ip {
+                Some((id, ip)) if *id == sandbox_id => ip.clone(),
+                _ => {
+                    let ip = self
+                        .ctx
+                        .runtime
+                        .cri()
+                        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                            pod_sandbox_id: sandbox_id.clone(),
+                            verbose: false,
+                        })
+                        .await?
+                        .into_inner()
+                        .status
+                        .and_then(|s| s.network)
+                        .map(|n| n.ip)
+                        .unwrap_or_default();
+                    self.sandbox_ip = Some((sandbox_id.clone(), ip.clone()));
+                    ip
+                }
+            }
         };
         self.write_hosts_file(pod)?;
 
@@ -990,9 +1013,9 @@ pub fn hosts_file(pod: &Pod, pod_ip: &str) -> String {
 
 impl Worker {
     /// The ConfigMaps, Secrets and node facts env resolution needs.
-    async fn sources(&self, pod: &Pod, cms: &[String], secrets: &[String]) -> env::Sources {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let mut src = env::Sources {
+    /// The node's and pod's own values (addresses, allocatable).
+    fn base_sources(&self) -> env::Sources {
+        env::Sources {
             host_ip: self.ctx.node_ip.to_string(),
             pod_ips: if self.pod_ip.is_empty() {
                 vec![]
@@ -1001,7 +1024,12 @@ impl Worker {
             },
             allocatable: Some(self.ctx.allocatable),
             ..Default::default()
-        };
+        }
+    }
+
+    async fn sources(&self, pod: &Pod, cms: &[String], secrets: &[String]) -> env::Sources {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let mut src = self.base_sources();
         let cm_api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &ns);
         for n in cms {
             if let Ok(Some(cm)) = cm_api.get_opt(n).await {
@@ -1600,6 +1628,7 @@ impl Worker {
             }),
             ..Default::default()
         };
+        self.wrote();
         let mut rt = self.ctx.runtime.cri();
         let id = match rt
             .create_container(cri::CreateContainerRequest {
@@ -1664,6 +1693,7 @@ impl Worker {
             (LABEL_POD_UID.to_string(), uid.to_string()),
             (LABEL_CONTAINER_NAME.to_string(), name.to_string()),
         ]);
+        self.wrote();
         let mut rt = self.ctx.runtime.cri();
         let Ok(list) = rt
             .list_containers(cri::ListContainersRequest {
@@ -1778,6 +1808,7 @@ impl Worker {
         let left = grace
             .saturating_sub(start.elapsed())
             .max(Duration::from_secs(2).min(grace));
+        self.wrote();
         let _ = self
             .ctx
             .runtime
@@ -1792,6 +1823,7 @@ impl Worker {
     /// Stops every running container of the pod (regular ones first, then sidecars in reverse
     /// order) within `grace`, then its sandboxes.
     async fn kill_all(&self, uid: &str, pod: Option<&Pod>, grace: Duration) {
+        self.wrote();
         let label = HashMap::from([(LABEL_POD_UID.to_string(), uid.to_string())]);
         let mut rt = self.ctx.runtime.cri();
         let containers = rt

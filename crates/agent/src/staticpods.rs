@@ -269,7 +269,10 @@ pub async fn run(ctx: Arc<Context>, uids: StaticUids) {
     let node = ctx.config.node_name.clone();
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let mut mirrors_stream = watcher(api, cfg).default_backoff().boxed();
+    let mut mirrors_stream = watcher(api, cfg)
+        .default_backoff()
+        .modify(|p| p.metadata.managed_fields = None)
+        .boxed();
     let mut mirrors: HashMap<String, Pod> = HashMap::new();
     let mut mirrors_init: HashMap<String, Pod> = HashMap::new();
     let mut mirrors_known = false;

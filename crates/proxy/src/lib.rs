@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -69,9 +69,9 @@ pub async fn run(
     config: ProxyConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let (services, svc_stream) = reflect(Api::<Service>::all(client.clone()));
-    let (slices, slice_stream) = reflect(Api::<EndpointSlice>::all(client.clone()));
-    let (nodes, node_stream) = reflect(Api::<Node>::all(client.clone()));
+    let (services, svc_stream) = reflect(Api::<Service>::all(client.clone()), strip_meta);
+    let (slices, slice_stream) = reflect(Api::<EndpointSlice>::all(client.clone()), strip_meta);
+    let (nodes, node_stream) = reflect(Api::<Node>::all(client.clone()), strip_node);
     let mut changes = futures::stream::select_all([svc_stream, slice_stream, node_stream]);
     tokio::pin!(shutdown);
 
@@ -125,10 +125,10 @@ pub async fn run_policy(
     config: ProxyConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let (policies, policy_stream) = reflect(Api::<NetworkPolicy>::all(client.clone()));
-    let (pods, pod_stream) = reflect(Api::<Pod>::all(client.clone()));
-    let (namespaces, ns_stream) = reflect(Api::<Namespace>::all(client.clone()));
-    let (nodes, node_stream) = reflect(Api::<Node>::all(client.clone()));
+    let (policies, policy_stream) = reflect(Api::<NetworkPolicy>::all(client.clone()), strip_meta);
+    let (pods, pod_stream) = reflect(Api::<Pod>::all(client.clone()), policy_view);
+    let (namespaces, ns_stream) = reflect(Api::<Namespace>::all(client.clone()), strip_meta);
+    let (nodes, node_stream) = reflect(Api::<Node>::all(client.clone()), strip_node);
     let mut changes =
         futures::stream::select_all([policy_stream, pod_stream, ns_stream, node_stream]);
     tokio::pin!(shutdown);
@@ -194,7 +194,63 @@ fn ready<K: kube::Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>
 
 type Changes = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;
 
-fn reflect<K>(api: Api<K>) -> (Store<K>, Changes)
+/// Drops what no consumer here reads and every object carries (managed fields, the last
+/// applied configuration), so that the caches hold a fraction of each object.
+pub fn strip_meta<K: kube::Resource>(o: &mut K) {
+    let m = o.meta_mut();
+    m.managed_fields = None;
+    if let Some(a) = m.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// A Node without managed fields and its image list.
+pub fn strip_node(n: &mut Node) {
+    strip_meta(n);
+    if let Some(s) = n.status.as_mut() {
+        s.images = None;
+    }
+}
+
+/// Only what NetworkPolicy selection reads of a Pod: identity and labels, node, host network,
+/// container ports (named ports) and addresses.
+pub fn policy_view(p: &mut Pod) {
+    let meta = std::mem::take(&mut p.metadata);
+    p.metadata = kube::api::ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        labels: meta.labels,
+        ..Default::default()
+    };
+    if let Some(spec) = p.spec.take() {
+        p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name,
+            host_network: spec.host_network,
+            containers: spec
+                .containers
+                .into_iter()
+                .map(|c| k8s_openapi::api::core::v1::Container {
+                    name: c.name,
+                    ports: c.ports,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+    }
+    if let Some(status) = p.status.take() {
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            pod_ips: status.pod_ips,
+            ..Default::default()
+        });
+    }
+}
+
+fn reflect<K>(api: Api<K>, strip: fn(&mut K)) -> (Store<K>, Changes)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -205,16 +261,16 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    )
-    .map(|ev| {
-        if let Err(e) = ev {
-            tracing::warn!(error = %e, "proxy watch error");
-        }
-    })
-    .boxed();
+    let events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map_ok(move |ev| ev.modify(strip));
+    let stream = reflector::reflector(writer, events)
+        .map(|ev| {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "proxy watch error");
+            }
+        })
+        .boxed();
     (reader, stream)
 }
 
