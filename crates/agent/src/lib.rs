@@ -28,37 +28,6 @@ pub mod staticpods;
 pub mod status;
 pub mod volume;
 
-/// A client of the API server that multiplexes every request and watch over one HTTP/2
-/// connection when the server offers it (as client-go does), instead of kube's default of one
-/// HTTP/1.1 connection per concurrent request: an agent with dozens of pods and a dozen watches
-/// otherwise holds dozens of TLS connections and their buffers.
-pub fn api_client(config: kube::Config) -> Result<kube::Client> {
-    use kube::client::ConfigExt;
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(config.connect_timeout);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config.rustls_client_config()?)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    let client: hyper_util::client::legacy::Client<_, kube::client::Body> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            // Pings find a dead connection (server gone, network cut) that would otherwise
-            // hang every request multiplexed on it.
-            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
-            .http2_keep_alive_timeout(std::time::Duration::from_secs(10))
-            .build(https);
-    let service = tower::ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(config.auth_layer()?)
-        .map_err(tower::BoxError::from)
-        .service(client);
-    Ok(kube::Client::new(service, config.default_namespace))
-}
-
 /// How the agent runs.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {

@@ -1,8 +1,9 @@
 //! The pod lifecycle event generator: one shared relist of the runtime's sandboxes and
 //! containers (containerd 1.6 has no container events), as upstream's PLEG. Pod workers read
 //! their pod's part of the latest relist instead of listing the runtime themselves, and are
-//! woken when their pod's part changes. A worker that has just changed the runtime asks for a
-//! relist started after its change; concurrent askers share one.
+//! woken when their pod's part changes. A worker that has just changed the runtime lists its
+//! own pod instead, unless a relist started after its change already exists: waiting for the
+//! next shared relist would delay every pod of a burst behind everyone else's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -106,7 +107,8 @@ impl Pleg {
         }
     }
 
-    fn latest_since(&self, not_before: Instant) -> Option<Arc<Snapshot>> {
+    /// The latest relist if it started at or after `not_before`.
+    pub fn latest_since(&self, not_before: Instant) -> Option<Arc<Snapshot>> {
         let l = self.latest.lock().expect("pleg snapshot").clone();
         l.started.is_some_and(|s| s >= not_before).then_some(l)
     }
@@ -173,12 +175,17 @@ impl Pleg {
         self.watchers.lock().expect("pleg watchers").remove(uid);
     }
 
-    /// Relists every [`PERIOD`] (unless a worker's request just did) until aborted.
+    /// Relists every [`PERIOD`] (unless a worker's request just did) while some pod is
+    /// watched, until aborted.
     pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // Nobody to tell about changes: with no pods there is nothing to relist for.
+            if self.watchers.lock().expect("pleg watchers").is_empty() {
+                continue;
+            }
             // A relist that started within the last half period is as good as a new one.
             let now = Instant::now();
             let not_before = now.checked_sub(PERIOD / 2).unwrap_or(now);

@@ -103,6 +103,37 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
+/// The sandboxes and containers of one pod, listed now.
+async fn list_pod(
+    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    uid: &str,
+) -> Result<(Vec<cri::PodSandbox>, Vec<cri::Container>)> {
+    let label = HashMap::from([(LABEL_POD_UID.to_string(), uid.to_string())]);
+    let sandboxes = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: label.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .context("list pod sandboxes")?
+        .into_inner()
+        .items;
+    let containers = rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                label_selector: label,
+                ..Default::default()
+            }),
+        })
+        .await
+        .context("list containers")?
+        .into_inner()
+        .containers;
+    Ok((sandboxes, containers))
+}
+
 /// Stops and removes sandboxes of pods that no longer exist (deleted while the agent was down).
 async fn remove_orphans(ctx: &Arc<Context>, known: &HashSet<String>) -> Result<()> {
     let sandboxes = ctx
@@ -346,14 +377,16 @@ impl Worker {
         let now = tokio::time::Instant::now();
         // Changes are announced by the relister's wake-ups; a periodic sync may read a relist
         // up to two periods old.
-        let mut not_before = now.checked_sub(2 * crate::pleg::PERIOD).unwrap_or(now);
-        if let Some(w) = *self.wrote_at.lock().expect("wrote_at") {
-            not_before = not_before.max(w);
-        }
-        let snapshot = self.ctx.pleg.snapshot(not_before).await?;
-        let (sandboxes, containers) = snapshot.of_pod(uid);
-        drop(snapshot);
+        let oldest = now.checked_sub(2 * crate::pleg::PERIOD).unwrap_or(now);
+        let wrote = *self.wrote_at.lock().expect("wrote_at");
         let mut rt = self.ctx.runtime.cri();
+        let (sandboxes, containers) = match wrote {
+            Some(w) if w >= oldest => match self.ctx.pleg.latest_since(w) {
+                Some(s) => s.of_pod(uid),
+                None => list_pod(&mut rt, uid).await?,
+            },
+            _ => self.ctx.pleg.snapshot(oldest).await?.of_pod(uid),
+        };
         let mut by: ByName = HashMap::new();
         let live: HashSet<String> = containers.iter().map(|c| c.id.clone()).collect();
         self.statuses.retain(|id, _| live.contains(id));

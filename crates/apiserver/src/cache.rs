@@ -210,6 +210,17 @@ impl WatchCache {
         }
     }
 
+    /// The object at `key`, as of [`WatchCache::revision`] (which may trail the store by the
+    /// events still in flight).
+    pub fn get(&self, key: &str) -> Option<CachedObject> {
+        self.state
+            .read()
+            .expect("cache lock")
+            .objects
+            .get(key)
+            .cloned()
+    }
+
     /// The objects under `prefix` and the revision they are current at.
     pub fn list(&self, prefix: &str) -> (Revision, Vec<CachedObject>) {
         let st = self.state.read().expect("cache lock");

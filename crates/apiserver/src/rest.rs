@@ -601,9 +601,11 @@ impl ApiServer {
 
     async fn check_namespace_open(&self, ns: &str) -> ApiResult<()> {
         let nsr = registry::find("", "v1", "namespaces").expect("namespaces are served");
-        match self.read(&nsr.key(None, ns)).await? {
+        // From the watch cache, as upstream's NamespaceLifecycle reads its informer: a create
+        // costs no store read.
+        match self.cached_or_read(&nsr.key(None, ns)).await? {
             None => Err(ApiError::not_found(nsr, ns)),
-            Some((v, _)) => {
+            Some(v) => {
                 if v["status"]["phase"] == "Terminating"
                     || v["metadata"].get("deletionTimestamp").is_some()
                 {
@@ -634,8 +636,8 @@ impl ApiServer {
             .map(str::to_string)
         {
             let pcr = registry::find("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
-            match self.read(&pcr.key(None, &pc)).await? {
-                Some((class, _)) => {
+            match self.cached_or_read(&pcr.key(None, &pc)).await? {
+                Some(class) => {
                     obj["spec"]["priority"] = class["value"].clone();
                     if obj["spec"].get("preemptionPolicy").is_none() {
                         obj["spec"]["preemptionPolicy"] = class
@@ -783,9 +785,21 @@ impl ApiServer {
         let name = rr.name.clone().unwrap_or_default();
         let key = r.key(rr.namespace.as_deref(), &name);
         let sub = rr.subresource.as_deref();
+        // The first attempt starts from the watch cache's copy, as upstream's GuaranteedUpdate
+        // starts from its cached object: the compare-and-swap on its revision catches a stale
+        // copy. Anything else decided on a cached copy (an error, a no-op, a dry run, absence)
+        // is decided again on a fresh read.
+        let mut cached = (!dry)
+            .then(|| self.cache.get(&key))
+            .flatten()
+            .and_then(|o| Some((serde_json::from_slice::<Value>(&o.bytes).ok()?, o.revision)));
         for _ in 0..MAX_RETRIES {
-            let current = self.read(&key).await?;
-            let Some((old, kv)) = current else {
+            let from_cache = cached.is_some();
+            let current = match cached.take() {
+                Some(c) => Some(c),
+                None => self.read(&key).await?.map(|(v, kv)| (v, kv.mod_revision)),
+            };
+            let Some((old, mod_revision)) = current else {
                 return match create() {
                     Some((obj, track)) => {
                         let obj = if rr.resource.storage_version {
@@ -804,8 +818,11 @@ impl ApiServer {
                     None => Err(ApiError::not_found(rr.resource, &name)),
                 };
             };
-            let Some(mut new) = f(&old)? else {
-                return Err(ApiError::not_found(rr.resource, &name));
+            let mut new = match f(&old) {
+                Ok(Some(n)) => n,
+                _ if from_cache => continue,
+                Ok(None) => return Err(ApiError::not_found(rr.resource, &name)),
+                Err(e) => return Err(e),
             };
             meta::strip_nulls(&mut new);
             // Binding is a server-internal write of spec.nodeName (upstream's assignPod): it
@@ -831,6 +848,9 @@ impl ApiServer {
                 skiff_api::validation::validate_update(r.group, r.version, r.kind, &new, &old)
             };
             if !causes.is_empty() {
+                if from_cache {
+                    continue;
+                }
                 return Err(ApiError::invalid(
                     rr.resource.kind,
                     rr.resource.group,
@@ -851,6 +871,9 @@ impl ApiServer {
                 sub,
             );
             if strategy::same_object(&old, &new) {
+                if from_cache {
+                    continue;
+                }
                 return Ok((old, false));
             }
             if dry {
@@ -870,13 +893,13 @@ impl ApiServer {
                     .unwrap_or(0)
                     == 0;
             let res = if finalized {
-                self.store.delete(&key, kv.mod_revision).await.map(|mut d| {
+                self.store.delete(&key, mod_revision).await.map(|mut d| {
                     d.value = Bytes::from(meta::for_storage(&new));
                     d
                 })
             } else {
                 self.store
-                    .update(&key, Bytes::from(meta::for_storage(&new)), kv.mod_revision)
+                    .update(&key, Bytes::from(meta::for_storage(&new)), mod_revision)
                     .await
             };
             match res {

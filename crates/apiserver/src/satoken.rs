@@ -847,9 +847,8 @@ impl ApiServer {
     /// An object from the watch cache, or from the store when the cache does not have it
     /// (yet): admission must not miss an object created just before, as upstream's live
     /// lookup after an informer miss.
-    async fn cached_or_read(&self, key: &str) -> ApiResult<Option<Value>> {
-        let cached = self.cache.list(key).1.into_iter().find(|o| &*o.key == key);
-        match cached {
+    pub(crate) async fn cached_or_read(&self, key: &str) -> ApiResult<Option<Value>> {
+        match self.cache.get(key) {
             Some(o) => serde_json::from_slice(&o.bytes)
                 .map(Some)
                 .map_err(|e| ApiError::internal(format!("corrupt cached object: {e}"))),

@@ -57,7 +57,10 @@ pub async fn serve(
         let server = server.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Clients multiplex their watches and requests over one HTTP/2 connection; allow
+            // as many streams as upstream's `--http2-max-streams-per-connection` default.
+            builder.http2().max_concurrent_streams(1000);
             match acceptor {
                 Some(acc) => {
                     let tls = match acc.accept(tcp).await {

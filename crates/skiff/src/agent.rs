@@ -113,7 +113,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     if let Some(s) = &args.server {
         cfg.cluster_url = s.parse().context("--server")?;
     }
-    let client = skiff_agent::api_client(cfg)?;
+    let client = crate::client::api_client(cfg)?;
     let config = config(&args);
     skiff_agent::run(config, client, crate::shutdown_signal()).await
 }
@@ -145,7 +145,7 @@ pub async fn run_with_token(
     )
     .await
     .context("joining the cluster")?;
-    let client = skiff_agent::api_client(creds.kube_config().await?)?;
+    let client = crate::client::api_client(creds.kube_config().await?)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api_config = config.clone();
     let api = tokio::spawn(async move {

@@ -204,7 +204,7 @@ async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
     let config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await?;
-    Ok(kube::Client::try_from(config)?)
+    crate::client::api_client(config)
 }
 
 fn configmap(name: &str) -> ConfigMap {

@@ -62,7 +62,7 @@ pub async fn run(args: ControllerManagerArgs) -> Result<()> {
                 .collect::<String>()
         }),
     };
-    let client = kube::Client::try_from(cfg)?;
+    let client = crate::client::api_client(cfg)?;
     let config = skiff_controllers::ControllerManagerConfig {
         controllers: args.controllers,
         workers: args.concurrent_syncs,

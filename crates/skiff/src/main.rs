@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod bench_store;
+mod client;
 mod controller_manager;
 mod datastore;
 mod dns;

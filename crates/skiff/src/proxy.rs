@@ -27,7 +27,7 @@ pub async fn run(args: ProxyArgs) -> Result<()> {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-            kube::Client::try_from(cfg)?
+            crate::client::api_client(cfg)?
         }
         None => kube::Client::try_default()
             .await

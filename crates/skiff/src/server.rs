@@ -467,7 +467,7 @@ async fn self_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(cfg)?)
+    crate::client::api_client(cfg)
 }
 
 /// Parses a Go-style duration (`1h30m`, `90s`, `500ms`), as upstream's flags take them.

@@ -63,7 +63,7 @@ pub async fn run(args: SimArgs) -> Result<()> {
             .await
             .context("finding a kubeconfig")?,
     };
-    let client = kube::Client::try_from(config)?;
+    let client = crate::client::api_client(config)?;
     let cfg = skiff_sim::SimConfig {
         nodes: args.nodes,
         name_prefix: args.name_prefix,
