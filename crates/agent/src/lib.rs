@@ -113,6 +113,22 @@ pub struct Context {
     pub pleg: Arc<pleg::Pleg>,
 }
 
+/// Registers the Node, retrying with backoff while the API server cannot be reached; returns
+/// the node's pod CIDR.
+async fn register_until_done(ctx: &Context) -> String {
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        match node::register(ctx).await {
+            Ok(cidr) => return cidr,
+            Err(e) => {
+                tracing::warn!(retry_in = ?delay, "registering the node: {e:#}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// Runs the node agent until `shutdown` resolves: starts (or connects to) the container
 /// runtime, imports local images, registers the Node, keeps its Lease and status fresh and runs
 /// the pods bound to it. Running pods survive the agent's exit and are adopted at its next start.
@@ -171,7 +187,20 @@ async fn run_with_runtime(
         allocatable,
         events,
     });
-    let pod_cidr = node::register(&ctx).await?;
+    // The relister and static pods need no API server: they start first, so that a node whose
+    // API server is down (or is one of its static pods) still runs them, as kubelet does.
+    let relist = tokio::spawn(pleg.run());
+    let statics = staticpods::StaticUids::default();
+    let static_pods = tokio::spawn(staticpods::run(ctx.clone(), statics.clone()));
+    tokio::pin!(shutdown);
+    let pod_cidr = tokio::select! {
+        c = register_until_done(&ctx) => c,
+        _ = &mut shutdown => {
+            relist.abort();
+            static_pods.abort();
+            return Ok(());
+        }
+    };
     std::fs::create_dir_all(&paths.cni_conf_dir)?;
     std::fs::write(
         paths.cni_conf_dir.join("10-skiff.conflist"),
@@ -184,10 +213,7 @@ async fn run_with_runtime(
     tracing::info!(node = %ctx.config.node_name, %pod_cidr, "node agent running");
     let lease = tokio::spawn(node::lease_loop(ctx.clone()));
     let status = tokio::spawn(node::status_loop(ctx.clone()));
-    let relist = tokio::spawn(pleg.run());
     let pods = tokio::spawn(pods::run(ctx.clone()));
-    let statics = staticpods::StaticUids::default();
-    let static_pods = tokio::spawn(staticpods::run(ctx.clone(), statics.clone()));
     let gc = tokio::spawn(gc::run(ctx.clone(), statics, gc::GcConfig::default()));
     let network = net::start(&ctx);
     shutdown.await;

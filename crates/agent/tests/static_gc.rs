@@ -395,3 +395,116 @@ async fn static_pod_lifecycle_and_container_gc() {
         .status();
     skiff_agent::pods::remove_pod_cgroups(gc_uid);
 }
+
+/// Static pods do not wait for the API server: with none answering, the agent runs them; once
+/// one answers, the Node registers and the mirror pod appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_pods_run_before_the_api_server_answers() {
+    if !prerequisites() {
+        return;
+    }
+    const OFFLINE_NODE: &str = "offline-node";
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_path_buf();
+    busybox_archive(tmp.path(), &data.join("agent/images/bb.tar"));
+    let manifest = data.join("agent/pod-manifests/early.yaml");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: early\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n"
+        ),
+    )
+    .unwrap();
+    // A loopback port nobody listens on yet: every request is refused.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+            .unwrap();
+    let mut cfg = skiff_agent::AgentConfig::new(data.clone());
+    cfg.node_name = OFFLINE_NODE.into();
+    cfg.pod_cidr = "10.88.42.0/24".into();
+    cfg.bridge_name = "skt42".into();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(skiff_agent::run(cfg, client.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    let socket = data.join("agent/containerd/containerd.sock");
+    let rt = wait("containerd", Duration::from_secs(30), || async {
+        socket
+            .exists()
+            .then(|| Runtime::connect(&socket.to_string_lossy()).unwrap())
+    })
+    .await;
+    let pod_name = format!("early-{OFFLINE_NODE}");
+    let running = wait(
+        "static pod running without an API server",
+        Duration::from_secs(30),
+        || async {
+            let list = rt
+                .cri()
+                .list_containers(cri::ListContainersRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .containers;
+            list.into_iter().find(|c| {
+                c.labels.get("io.kubernetes.pod.name") == Some(&pod_name)
+                    && c.state == cri::ContainerState::ContainerRunning as i32
+            })
+        },
+    )
+    .await;
+
+    // The API server comes up on that address: the node registers and mirrors its static pod.
+    let server = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
+        store: std::sync::Arc::new(skiff_store::MemoryStore::new()),
+        advertise_address: std::net::IpAddr::from([127, 0, 0, 1]),
+        port: 6443,
+        tokens: None,
+        event_ttl: Duration::from_secs(3600),
+        insecure_anonymous_admin: true,
+        default_toleration_seconds: (300, 300),
+    })
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(skiff_apiserver::serve(
+        server,
+        listener,
+        None,
+        std::future::pending(),
+    ));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Registration retries back off up to 30 s.
+    wait("mirror pod running", Duration::from_secs(60), || async {
+        let p = pods.get_opt(&pod_name).await.ok().flatten()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    })
+    .await;
+    assert!(Api::<Node>::all(client.clone())
+        .get_opt(OFFLINE_NODE)
+        .await
+        .unwrap()
+        .is_some());
+    // The container started while offline is the one still running.
+    let uid = running.labels["io.kubernetes.pod.uid"].clone();
+    let now = containers_of(&rt, &uid).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0].id, running.id);
+
+    std::fs::remove_file(&manifest).unwrap();
+    wait("static pod stopped", Duration::from_secs(30), || async {
+        containers_of(&rt, &uid)
+            .await
+            .iter()
+            .all(|c| c.state != cri::ContainerState::ContainerRunning as i32)
+            .then_some(())
+    })
+    .await;
+    let _ = stop_tx.send(());
+    agent.await.unwrap().unwrap();
+}

@@ -455,9 +455,12 @@ async fn events_expire_after_their_ttl() {
 async fn concurrent_patches_on_cached_copies_all_land() {
     let c = start().await;
     let api: Api<ConfigMap> = Api::namespaced(c, "default");
-    api.create(&PostParams::default(), &obj(json!({"metadata": {"name": "race"}})))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "race"}})),
+    )
+    .await
+    .unwrap();
     let writers = 24;
     let tasks: Vec<_> = (0..writers)
         .map(|i| {
