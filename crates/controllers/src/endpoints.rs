@@ -296,10 +296,10 @@ pub async fn sync(
     match current {
         Some(cur) if same_endpoints(&cur, &want) => Ok(()),
         Some(_) => control.update_obj(&want).await.map(drop),
-        None => match control.create_obj(&want).await {
-            Err(e) if e.is_already_exists() => Ok(()),
-            r => r.map(drop),
-        },
+        // AlreadyExists means our cache has not seen an object written earlier: the error
+        // requeues the Service, so that the write is decided again once the cache has it
+        // (returning Ok would leave the stale object as it is until some other change).
+        None => control.create_obj(&want).await.map(drop),
     }
 }
 
@@ -433,6 +433,32 @@ mod tests {
         services.delete(svc(false));
         sync(&rc, "d/w", &services, &pods, &eps).await.unwrap();
         assert_eq!(rc.count(Verb::Delete, "Endpoints"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_create_racing_a_lagging_cache_is_retried() {
+        let inf = SharedInformers::new(None);
+        let (services, pods, eps) = (
+            inf.cache::<Service>(),
+            inf.cache::<Pod>(),
+            inf.cache::<Endpoints>(),
+        );
+        services.apply(svc(false));
+        pods.apply(pod("a", "10.0.0.2", true));
+        let rc = RecordingControl::new();
+        rc.fail(
+            Verb::Create,
+            ApiError::Status {
+                code: 409,
+                reason: "AlreadyExists".into(),
+                message: "endpoints \"w\" already exists".into(),
+            },
+        );
+        let r = sync(&rc, "d/w", &services, &pods, &eps).await;
+        assert!(
+            r.is_err_and(|e| e.is_already_exists()),
+            "the key must be retried"
+        );
     }
 
     #[test]
