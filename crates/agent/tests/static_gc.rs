@@ -460,24 +460,8 @@ async fn static_pods_run_before_the_api_server_answers() {
     .await;
 
     // The API server comes up on that address: the node registers and mirrors its static pod.
-    let server = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
-        store: std::sync::Arc::new(skiff_store::MemoryStore::new()),
-        advertise_address: std::net::IpAddr::from([127, 0, 0, 1]),
-        port: 6443,
-        tokens: None,
-        event_ttl: Duration::from_secs(3600),
-        insecure_anonymous_admin: true,
-        default_toleration_seconds: (300, 300),
-    })
-    .await
-    .unwrap();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(skiff_apiserver::serve(
-        server,
-        listener,
-        None,
-        std::future::pending(),
-    ));
+    skiff_apiserver::serve_for_tests_on(listener).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     // Registration retries back off up to 30 s.
     wait("mirror pod running", Duration::from_secs(60), || async {

@@ -71,6 +71,17 @@ pub struct Config {
 /// every request as an admin, until the runtime ends: the shared fixture of other crates'
 /// integration tests (never used by the binary).
 pub async fn serve_for_tests() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the test API server");
+    let addr = listener.local_addr().expect("test API server address");
+    serve_for_tests_on(listener).await;
+    addr
+}
+
+/// As [`serve_for_tests`], on a listener the test bound (a test that must know the address
+/// before the server exists).
+pub async fn serve_for_tests_on(listener: tokio::net::TcpListener) {
     let server = ApiServer::new(Config {
         store: Arc::new(skiff_store::MemoryStore::new()),
         advertise_address: IpAddr::from([127, 0, 0, 1]),
@@ -82,12 +93,7 @@ pub async fn serve_for_tests() -> std::net::SocketAddr {
     })
     .await
     .expect("start the test API server");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the test API server");
-    let addr = listener.local_addr().expect("test API server address");
     tokio::spawn(serve(server, listener, None, std::future::pending()));
-    addr
 }
 
 /// Options the handlers consult.
