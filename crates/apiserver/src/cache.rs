@@ -28,6 +28,9 @@ pub struct CachedObject {
     pub bytes: Bytes,
     /// Revision of its last write.
     pub revision: Revision,
+    /// Whether `bytes` name their `apiVersion` and `kind`: then a watch event of the storage
+    /// version is `bytes` as they are.
+    pub typed: bool,
 }
 
 /// One change, as fanned out to watchers.
@@ -37,7 +40,8 @@ pub struct CacheEvent {
     pub event_type: EventType,
     /// The object after the change (for a delete: its last state, at the delete's revision).
     pub object: CachedObject,
-    /// The object before the change.
+    /// The object before the change, as stored (without its resourceVersion: only selectors
+    /// read it).
     pub prev: Option<Bytes>,
 }
 
@@ -60,6 +64,14 @@ pub struct WatchCache {
 
 /// Sets `metadata.resourceVersion` of a stored object.
 pub fn with_resource_version(raw: &[u8], revision: Revision) -> Result<Bytes, serde_json::Error> {
+    Ok(cached(raw, revision)?.0)
+}
+
+/// The cache's form of a stored object: with its resourceVersion, and whether it is typed.
+fn cached(raw: &[u8], revision: Revision) -> Result<(Bytes, bool), serde_json::Error> {
+    if let Some(b) = insert_resource_version(raw, revision) {
+        return Ok((b, true));
+    }
     let mut v: Value = serde_json::from_slice(raw)?;
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert(
@@ -67,7 +79,38 @@ pub fn with_resource_version(raw: &[u8], revision: Revision) -> Result<Bytes, se
             Value::String(revision.to_string()),
         );
     }
-    Ok(Bytes::from(serde_json::to_vec(&v)?))
+    let typed = v.get("apiVersion").is_some() && v.get("kind").is_some();
+    Ok((Bytes::from(serde_json::to_vec(&v)?), typed))
+}
+
+/// The resourceVersion written into the stored bytes without decoding them, for the shape the
+/// API server stores (`{"apiVersion":"…","kind":"…","metadata":{…},…}`, no resourceVersion):
+/// every write passes through here, and decoding and re-encoding a pod costs more than the
+/// rest of its trip through the cache. `None` for any other shape (the caller decodes).
+fn insert_resource_version(raw: &[u8], revision: Revision) -> Option<Bytes> {
+    fn plain_string(b: &[u8]) -> Option<usize> {
+        // The length of a JSON string's contents up to its closing quote, if it has no escapes.
+        let end = b.iter().position(|&c| c == b'"' || c == b'\\')?;
+        (b[end] == b'"').then_some(end)
+    }
+    let rest = raw.strip_prefix(b"{\"apiVersion\":\"")?;
+    let rest = &rest[plain_string(rest)? + 1..];
+    let rest = rest.strip_prefix(b",\"kind\":\"")?;
+    let rest = &rest[plain_string(rest)? + 1..];
+    let rest = rest.strip_prefix(b",\"metadata\":{")?;
+    if raw.windows(17).any(|w| w == b"\"resourceVersion\"") {
+        return None; // written by something else; let the decoder replace it
+    }
+    let at = raw.len() - rest.len();
+    let rv = format!("\"resourceVersion\":\"{revision}\"");
+    let mut out = Vec::with_capacity(raw.len() + rv.len() + 1);
+    out.extend_from_slice(&raw[..at]);
+    out.extend_from_slice(rv.as_bytes());
+    if rest.first() != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(Bytes::from(out))
 }
 
 impl WatchCache {
@@ -118,13 +161,14 @@ impl WatchCache {
             let page = store.list("/registry/", &start, 5000, revision).await?;
             for kv in &page.kvs {
                 let key: Arc<str> = Arc::from(kv.key.as_str());
-                let bytes = with_resource_version(&kv.value, kv.mod_revision)?;
+                let (bytes, typed) = cached(&kv.value, kv.mod_revision)?;
                 objects.insert(
                     key.clone(),
                     CachedObject {
                         key,
                         bytes,
                         revision: kv.mod_revision,
+                        typed,
                     },
                 );
             }
@@ -151,15 +195,13 @@ impl WatchCache {
             let ev = ev?;
             let revision = ev.kv.mod_revision;
             let key: Arc<str> = Arc::from(ev.kv.key.as_str());
-            let bytes = with_resource_version(&ev.kv.value, revision)?;
-            let prev = match &ev.prev {
-                Some(p) => Some(with_resource_version(&p.value, p.mod_revision)?),
-                None => None,
-            };
+            let (bytes, typed) = cached(&ev.kv.value, revision)?;
+            let prev = ev.prev.map(|p| p.value);
             let object = CachedObject {
                 key: key.clone(),
                 bytes,
                 revision,
+                typed,
             };
             let event = Arc::new(CacheEvent {
                 event_type: ev.event_type,
@@ -295,6 +337,50 @@ pub struct Subscription {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_resource_version_goes_into_stored_bytes_as_decoding_would_put_it() {
+        use serde_json::json;
+        let decoded = |raw: &[u8], rev: i64| {
+            let mut v: Value = serde_json::from_slice(raw).unwrap();
+            v["metadata"]["resourceVersion"] = json!(rev.to_string());
+            v
+        };
+        for obj in [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "d"},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a\"b"},
+                "data": {"k": "{\"metadata\":{}}"}}),
+        ] {
+            let raw = serde_json::to_vec(&obj).unwrap();
+            assert!(insert_resource_version(&raw, 42).is_some(), "{obj}");
+            let (bytes, typed) = cached(&raw, 42).unwrap();
+            assert!(typed);
+            let got: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(got, decoded(&raw, 42), "{obj}");
+        }
+        // Shapes the fast path leaves to the decoder, with the same result.
+        for obj in [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "3"}}),
+            json!({"kind": "Pod", "metadata": {"name": "p"}}),
+            json!({"apiVersion": "v1", "metadata": {"name": "p"}}),
+        ] {
+            let raw = serde_json::to_vec(&obj).unwrap();
+            assert!(insert_resource_version(&raw, 42).is_none(), "{obj}");
+            let (bytes, typed) = cached(&raw, 42).unwrap();
+            assert!(!typed || obj.get("kind").is_some() && obj.get("apiVersion").is_some());
+            let got: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(got, decoded(&raw, 42), "{obj}");
+        }
+        // An escaped string in the type fields also goes to the decoder.
+        let raw = br#"{"apiVersion":"v\u0031","kind":"Pod","metadata":{"name":"p"}}"#;
+        assert!(insert_resource_version(raw, 42).is_none());
+        assert_eq!(
+            serde_json::from_slice::<Value>(&cached(raw, 42).unwrap().0).unwrap(),
+            decoded(raw, 42)
+        );
+    }
+
     use super::*;
     use skiff_store::MemoryStore;
 

@@ -261,14 +261,25 @@ fn event_line(
     e: &Arc<CacheEvent>,
 ) -> Option<Bytes> {
     let r = enc.r;
+    let natural = match e.event_type {
+        EventType::Create => "ADDED",
+        EventType::Update => "MODIFIED",
+        EventType::Delete => "DELETED",
+    };
+    // The common case, a JSON watch of the storage version: the cached bytes are the object
+    // as the client gets it, so every watcher shares them instead of decoding and encoding.
+    let verbatim = |ty: &str| {
+        (ty == natural && enc.out == Output::Json && r.storage_version && e.object.typed)
+            .then(|| verbatim_line(ty, &e.object.bytes))
+    };
+    if filter.is_empty() {
+        if let Some(line) = verbatim(natural) {
+            return Some(line);
+        }
+    }
     let cur = parse_stored(&e.object.bytes).ok()?;
     let (ty, obj) = if filter.is_empty() {
-        let ty = match e.event_type {
-            EventType::Create => "ADDED",
-            EventType::Update => "MODIFIED",
-            EventType::Delete => "DELETED",
-        };
-        (ty, cur)
+        (natural, cur)
     } else {
         let now = e.event_type != EventType::Delete && filter.matches(r, &cur);
         let before = match &e.prev {
@@ -287,6 +298,45 @@ fn event_line(
             (false, false) => return None,
         }
     };
+    if let Some(line) = verbatim(ty) {
+        return Some(line);
+    }
     let obj = server.to_client(r, obj).ok()?;
     Some(enc.line(ty, obj))
+}
+
+/// `{"type":TY,"object":OBJECT}` and a newline, around an object already encoded.
+fn verbatim_line(ty: &str, object: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(object.len() + ty.len() + 24);
+    v.extend_from_slice(b"{\"type\":\"");
+    v.extend_from_slice(ty.as_bytes());
+    v.extend_from_slice(b"\",\"object\":");
+    v.extend_from_slice(object);
+    v.extend_from_slice(b"}\n");
+    Bytes::from(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verbatim_line_is_the_event_the_encoder_writes() {
+        let r = skiff_api::registry::find("", "v1", "configmaps").expect("served");
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "d", "resourceVersion": "7"},
+            "data": {"k": "a \"quoted\" \u{e9}\n"}});
+        let mut enc = Encoder {
+            r,
+            out: Output::Json,
+            include: skiff_api::table::IncludeObject::Metadata,
+            first_table: true,
+        };
+        let encoded = enc.line("MODIFIED", obj.clone());
+        let verbatim = verbatim_line("MODIFIED", &serde_json::to_vec(&obj).unwrap());
+        assert!(verbatim.ends_with(b"}\n") && encoded.ends_with(b"}\n"));
+        let parse = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+        assert_eq!(parse(&verbatim), parse(&encoded));
+        assert_eq!(parse(&verbatim)["object"], obj);
+    }
 }

@@ -517,27 +517,88 @@ impl GarbageCollector {
         let Some(node) = self.node(uid) else {
             return Ok(());
         };
+        let mut done = HashSet::new();
         for d in &node.dependents {
             let Some(dn) = self.node(d) else { continue };
             if dn.virtual_ {
                 continue;
             }
-            let Some(obj) = self.live_get(&dn.info.id).await? else {
+            done.insert(d.clone());
+            if let Some(obj) = self.live_get(&dn.info.id).await? {
+                self.drop_reference(&dn.info.id, &obj, uid).await?;
+            }
+        }
+        // A dependent created just before its owner's deletion may not be in the graph yet:
+        // every kind has its own watch, so the owner's update can arrive first. Released now,
+        // the owner would leave it a reference to a gone owner, and it would be collected
+        // instead of orphaned; a live list of the kinds the collector follows finds it.
+        let owner = &node.info.id;
+        for &(api_version, kind, namespaced) in DEPENDENT_KINDS {
+            let Some(res) = resource_of(api_version, kind) else {
                 continue;
             };
-            let owners: Vec<OwnerReference> =
-                serde_json::from_value(obj["metadata"]["ownerReferences"].clone())
-                    .unwrap_or_default();
-            if !owners.iter().any(|r| r.uid == *uid) {
-                continue;
+            if !namespaced && !owner.namespace.is_empty() {
+                continue; // a namespaced owner has only dependents in its namespace
             }
-            let rest: Vec<OwnerReference> = owners.into_iter().filter(|r| r.uid != *uid).collect();
-            self.patch_meta(&dn.info.id, &obj, json!({ "ownerReferences": rest }))
-                .await?;
+            for obj in self.live.list(&res, &owner.namespace).await? {
+                let meta = &obj["metadata"];
+                let dep_uid = meta["uid"].as_str().unwrap_or_default();
+                if done.contains(dep_uid) {
+                    continue;
+                }
+                let id = ObjId {
+                    api_version: api_version.into(),
+                    kind: kind.into(),
+                    namespace: meta["namespace"].as_str().unwrap_or_default().into(),
+                    name: meta["name"].as_str().unwrap_or_default().into(),
+                    uid: dep_uid.into(),
+                };
+                self.drop_reference(&id, &obj, uid).await?;
+            }
         }
-        self.remove_finalizer(&node.info.id, ORPHAN).await
+        self.remove_finalizer(owner, ORPHAN).await
+    }
+
+    /// Removes the reference to `owner_uid` from `obj` (the live copy of `id`), if it has one.
+    async fn drop_reference(
+        &self,
+        id: &ObjId,
+        obj: &Value,
+        owner_uid: &str,
+    ) -> Result<(), ApiError> {
+        let owners: Vec<OwnerReference> =
+            serde_json::from_value(obj["metadata"]["ownerReferences"].clone()).unwrap_or_default();
+        if !owners.iter().any(|r| r.uid == owner_uid) {
+            return Ok(());
+        }
+        let rest: Vec<OwnerReference> = owners.into_iter().filter(|r| r.uid != owner_uid).collect();
+        self.patch_meta(id, obj, json!({ "ownerReferences": rest }))
+            .await
     }
 }
+
+/// The kinds [`run`] follows, as (apiVersion, kind, namespaced): where orphaning looks for
+/// dependents the graph has not seen yet.
+const DEPENDENT_KINDS: &[(&str, &str, bool)] = &[
+    ("v1", "Pod", true),
+    ("apps/v1", "ReplicaSet", true),
+    ("apps/v1", "Deployment", true),
+    ("apps/v1", "StatefulSet", true),
+    ("apps/v1", "DaemonSet", true),
+    ("apps/v1", "ControllerRevision", true),
+    ("batch/v1", "Job", true),
+    ("batch/v1", "CronJob", true),
+    ("v1", "ReplicationController", true),
+    ("discovery.k8s.io/v1", "EndpointSlice", true),
+    ("v1", "Endpoints", true),
+    ("v1", "Service", true),
+    ("v1", "ConfigMap", true),
+    ("v1", "Secret", true),
+    ("v1", "ServiceAccount", true),
+    ("v1", "PersistentVolumeClaim", true),
+    ("v1", "Node", false),
+    ("coordination.k8s.io/v1", "Lease", true),
+];
 
 fn watch<K>(ctx: &Context, gc: &Arc<GarbageCollector>, queue: &WorkQueue)
 where
@@ -741,9 +802,15 @@ mod tests {
         let work = gc.observe(rs);
         assert_eq!(work, vec![Work::Orphan("rs-uid".into())]);
         drain(&gc, work).await;
+        assert_orphaned(&rc, "p");
+        assert_eq!(rc.count(Verb::Delete, "Pod"), 0);
+    }
+
+    /// The pod lost its reference, then the ReplicaSet its finalizer, and nothing else was written.
+    fn assert_orphaned(rc: &RecordingControl, pod: &str) {
         let acts = rc.actions();
-        assert_eq!(acts.len(), 2);
-        assert_eq!(acts[0].kind, "Pod");
+        assert_eq!(acts.len(), 2, "{acts:?}");
+        assert_eq!((acts[0].kind.as_str(), acts[0].name.as_str()), ("Pod", pod));
         assert_eq!(
             acts[0].object.as_ref().unwrap()["metadata"]["ownerReferences"],
             json!([])
@@ -753,7 +820,34 @@ mod tests {
             acts[1].object.as_ref().unwrap()["metadata"]["finalizers"],
             json!([])
         );
-        assert_eq!(rc.count(Verb::Delete, "Pod"), 0);
+    }
+
+    #[tokio::test]
+    async fn orphan_finds_dependents_the_graph_has_not_seen() {
+        let (rc, live, gc) = setup();
+        let mut rs = info("ReplicaSet", "rs", "rs-uid", &[]);
+        gc.observe(rs.clone());
+        // Created just before the owner's deletion; its watch event has not arrived.
+        let pod = info(
+            "Pod",
+            "late",
+            "late-uid",
+            &[("ReplicaSet", "rs", "rs-uid", true)],
+        );
+        live.insert("pods", live_obj(&pod));
+        // Someone else's pod in the namespace is left alone.
+        let other = info(
+            "Pod",
+            "other",
+            "o-uid",
+            &[("ReplicaSet", "x", "x-uid", true)],
+        );
+        live.insert("pods", live_obj(&other));
+        rs.deleting = true;
+        rs.finalizers = vec![ORPHAN.into()];
+        live.insert("replicasets", live_obj(&rs));
+        drain(&gc, gc.observe(rs)).await;
+        assert_orphaned(&rc, "late");
     }
 
     #[tokio::test]

@@ -37,6 +37,10 @@ pub struct PodsBench {
     /// The CNI bridge the bench's node uses.
     #[arg(long, default_value = "skbench0")]
     bridge_name: String,
+    /// Runs the agent from this executable instead of this skiff (to compare builds of the
+    /// agent against the same server).
+    #[arg(long)]
+    agent_exe: Option<std::path::PathBuf>,
 }
 
 const NODE: &str = "bench-pods-node";
@@ -347,7 +351,7 @@ pub async fn run(b: PodsBench) -> Result<()> {
 
     let dir = tempfile::tempdir()?;
     build_busybox(&exe, dir.path())?;
-    let child = Command::new(&exe)
+    let child = Command::new(b.agent_exe.as_deref().unwrap_or(&exe))
         .args(["agent", "--server", &url, "--node-name", NODE])
         .args(["--pod-cidr", &b.pod_cidr, "--bridge-name", &b.bridge_name])
         .arg("--data-dir")
