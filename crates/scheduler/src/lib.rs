@@ -13,6 +13,7 @@
 
 pub mod algorithm;
 pub mod config;
+mod events;
 pub mod framework;
 pub mod plugins;
 pub mod queue;

@@ -7,11 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::events::{Event as KEvent, EventRecorder, EventType, Reporter};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event as KEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
@@ -154,7 +154,7 @@ struct Loop {
     nominations: HashMap<String, String>,
     synced: HashSet<Kind>,
     binds: Arc<Semaphore>,
-    recorder: Recorder,
+    recorder: EventRecorder,
     tx: mpsc::UnboundedSender<Msg>,
 }
 
@@ -663,7 +663,7 @@ pub async fn run(
             tx.clone(),
         ),
     ];
-    let recorder = Recorder::new(
+    let recorder = EventRecorder::new(
         client.clone(),
         Reporter {
             controller: crate::config::DEFAULT_SCHEDULER_NAME.into(),
