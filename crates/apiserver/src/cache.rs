@@ -62,11 +62,6 @@ pub struct WatchCache {
     epoch: watch::Sender<u64>,
 }
 
-/// Sets `metadata.resourceVersion` of a stored object.
-pub fn with_resource_version(raw: &[u8], revision: Revision) -> Result<Bytes, serde_json::Error> {
-    Ok(cached(raw, revision)?.0)
-}
-
 /// The cache's form of a stored object: with its resourceVersion, and whether it is typed.
 fn cached(raw: &[u8], revision: Revision) -> Result<(Bytes, bool), serde_json::Error> {
     if let Some(b) = insert_resource_version(raw, revision) {

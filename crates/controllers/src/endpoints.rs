@@ -397,15 +397,19 @@ mod tests {
         .unwrap()
     }
 
+    type Caches = (Arc<Cache<Service>>, Arc<Cache<Pod>>, Arc<Cache<Endpoints>>);
+
+    /// Empty caches with the Service `d/w` in place.
+    fn caches() -> Caches {
+        let inf = SharedInformers::new(None);
+        let services = inf.cache::<Service>();
+        services.apply(svc(false));
+        (services, inf.cache::<Pod>(), inf.cache::<Endpoints>())
+    }
+
     #[tokio::test]
     async fn ready_and_not_ready_addresses_with_named_ports() {
-        let inf = SharedInformers::new(None);
-        let (services, pods, eps) = (
-            inf.cache::<Service>(),
-            inf.cache::<Pod>(),
-            inf.cache::<Endpoints>(),
-        );
-        services.apply(svc(false));
+        let (services, pods, eps) = caches();
         pods.apply(pod("a", "10.0.0.2", true));
         pods.apply(pod("b", "10.0.0.1", false));
         let rc = RecordingControl::new();
@@ -437,13 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_create_racing_a_lagging_cache_is_retried() {
-        let inf = SharedInformers::new(None);
-        let (services, pods, eps) = (
-            inf.cache::<Service>(),
-            inf.cache::<Pod>(),
-            inf.cache::<Endpoints>(),
-        );
-        services.apply(svc(false));
+        let (services, pods, eps) = caches();
         pods.apply(pod("a", "10.0.0.2", true));
         let rc = RecordingControl::new();
         rc.fail(

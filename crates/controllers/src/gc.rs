@@ -293,6 +293,8 @@ pub struct GarbageCollector {
     graph: Mutex<Graph>,
     control: Arc<dyn Control>,
     live: Arc<dyn Live>,
+    /// The kinds whose objects feed the graph, as (apiVersion, kind).
+    followed: Mutex<Vec<(String, String)>>,
 }
 
 /// How an owner reference of an object stands.
@@ -310,7 +312,17 @@ impl GarbageCollector {
             graph: Mutex::new(Graph::new()),
             control,
             live,
+            followed: Mutex::default(),
         }
+    }
+
+    /// Notes that objects of this kind feed the graph (orphaning looks for dependents among
+    /// them).
+    pub fn follow(&self, api_version: &str, kind: &str) {
+        self.followed
+            .lock()
+            .unwrap()
+            .push((api_version.to_string(), kind.to_string()));
     }
 
     /// Records an added or updated object.
@@ -533,13 +545,15 @@ impl GarbageCollector {
         // the owner would leave it a reference to a gone owner, and it would be collected
         // instead of orphaned; a live list of the kinds the collector follows finds it.
         let owner = &node.info.id;
-        for &(api_version, kind, namespaced) in DEPENDENT_KINDS {
-            let Some(res) = resource_of(api_version, kind) else {
+        let followed = self.followed.lock().unwrap().clone();
+        for (api_version, kind) in &followed {
+            let Some(info) = skiff_api::registry::find_kind(api_version, kind) else {
                 continue;
             };
-            if !namespaced && !owner.namespace.is_empty() {
+            if !info.namespaced && !owner.namespace.is_empty() {
                 continue; // a namespaced owner has only dependents in its namespace
             }
+            let res = api_resource(info);
             for obj in self.live.list(&res, &owner.namespace).await? {
                 let meta = &obj["metadata"];
                 let dep_uid = meta["uid"].as_str().unwrap_or_default();
@@ -547,8 +561,8 @@ impl GarbageCollector {
                     continue;
                 }
                 let id = ObjId {
-                    api_version: api_version.into(),
-                    kind: kind.into(),
+                    api_version: api_version.clone(),
+                    kind: kind.clone(),
                     namespace: meta["namespace"].as_str().unwrap_or_default().into(),
                     name: meta["name"].as_str().unwrap_or_default().into(),
                     uid: dep_uid.into(),
@@ -577,33 +591,11 @@ impl GarbageCollector {
     }
 }
 
-/// The kinds [`run`] follows, as (apiVersion, kind, namespaced): where orphaning looks for
-/// dependents the graph has not seen yet.
-const DEPENDENT_KINDS: &[(&str, &str, bool)] = &[
-    ("v1", "Pod", true),
-    ("apps/v1", "ReplicaSet", true),
-    ("apps/v1", "Deployment", true),
-    ("apps/v1", "StatefulSet", true),
-    ("apps/v1", "DaemonSet", true),
-    ("apps/v1", "ControllerRevision", true),
-    ("batch/v1", "Job", true),
-    ("batch/v1", "CronJob", true),
-    ("v1", "ReplicationController", true),
-    ("discovery.k8s.io/v1", "EndpointSlice", true),
-    ("v1", "Endpoints", true),
-    ("v1", "Service", true),
-    ("v1", "ConfigMap", true),
-    ("v1", "Secret", true),
-    ("v1", "ServiceAccount", true),
-    ("v1", "PersistentVolumeClaim", true),
-    ("v1", "Node", false),
-    ("coordination.k8s.io/v1", "Lease", true),
-];
-
 fn watch<K>(ctx: &Context, gc: &Arc<GarbageCollector>, queue: &WorkQueue)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    gc.follow(&K::api_version(&()), &K::kind(&()));
     let cache = ctx.informers.cache::<K>();
     let (gc2, q) = (gc.clone(), queue.clone());
     cache.add_handler(move |c| {
@@ -825,6 +817,7 @@ mod tests {
     #[tokio::test]
     async fn orphan_finds_dependents_the_graph_has_not_seen() {
         let (rc, live, gc) = setup();
+        gc.follow("v1", "Pod");
         let mut rs = info("ReplicaSet", "rs", "rs-uid", &[]);
         gc.observe(rs.clone());
         // Created just before the owner's deletion; its watch event has not arrived.
