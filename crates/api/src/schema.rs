@@ -43,7 +43,7 @@ pub struct ListMeta {
 pub struct FieldInfo {
     /// The object type (definition name, e.g. `io.k8s.api.core.v1.Container`) of the field's
     /// value, of its list elements, or of its map values; `None` for scalars and free-form JSON.
-    pub type_name: Option<String>,
+    pub type_name: Option<std::sync::Arc<str>>,
     /// Present when the field is a list.
     pub list: Option<ListMeta>,
     /// True when the field is a map with arbitrary keys (e.g. `labels`, `data`).

@@ -3,7 +3,7 @@
 //! memory are served from here, so that many watchers and lists never each hit the store.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,9 @@ use crate::error::{ApiError, ApiResult};
 const HISTORY: usize = 20_000;
 /// Events a watcher may fall behind before it is cut off.
 const FANOUT_BUFFER: usize = 20_000;
+/// The newest events keep their decoded objects for the watchers that need them; older ones
+/// (which only a watcher far behind still reads) decode again, so history stays bytes.
+const DECODED_WINDOW: usize = 128;
 
 /// One object as served: its JSON (storage version) with `resourceVersion` filled in.
 #[derive(Clone, Debug)]
@@ -43,6 +46,70 @@ pub struct CacheEvent {
     /// The object before the change, as stored (without its resourceVersion: only selectors
     /// read it).
     pub prev: Option<Bytes>,
+    /// `object` and `prev` decoded on first use: every watcher with a selector needs them, and
+    /// one decode for all of them costs a fraction of one each.
+    decoded: Mutex<Decoded>,
+}
+
+#[derive(Debug, Default)]
+struct Decoded {
+    object: Option<Arc<Value>>,
+    prev: Option<Arc<Value>>,
+    /// Out of the window: decode on every call, keep nothing.
+    retired: bool,
+}
+
+impl CacheEvent {
+    /// An event of the cache.
+    pub fn new(event_type: EventType, object: CachedObject, prev: Option<Bytes>) -> CacheEvent {
+        CacheEvent {
+            event_type,
+            object,
+            prev,
+            decoded: Mutex::default(),
+        }
+    }
+
+    /// The object after the change, decoded (`None` if it does not decode).
+    pub fn value(&self) -> Option<Arc<Value>> {
+        self.decode(|d| &mut d.object, Some(&self.object.bytes))
+    }
+
+    /// The object before the change, decoded (`None` for a create, or if it does not decode).
+    pub fn prev_value(&self) -> Option<Arc<Value>> {
+        self.decode(|d| &mut d.prev, self.prev.as_ref())
+    }
+
+    fn decode(
+        &self,
+        slot: impl FnOnce(&mut Decoded) -> &mut Option<Arc<Value>>,
+        bytes: Option<&Bytes>,
+    ) -> Option<Arc<Value>> {
+        let parse = || {
+            bytes
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .map(Arc::new)
+        };
+        let mut d = self.decoded.lock().expect("decoded lock");
+        if d.retired {
+            drop(d);
+            return parse();
+        }
+        let slot = slot(&mut d);
+        if slot.is_none() {
+            *slot = parse();
+        }
+        slot.clone()
+    }
+
+    /// Drops the decoded objects and stops keeping them.
+    fn retire(&self) {
+        let mut d = self.decoded.lock().expect("decoded lock");
+        *d = Decoded {
+            retired: true,
+            ..Decoded::default()
+        };
+    }
 }
 
 struct State {
@@ -198,11 +265,7 @@ impl WatchCache {
                 revision,
                 typed,
             };
-            let event = Arc::new(CacheEvent {
-                event_type: ev.event_type,
-                object: object.clone(),
-                prev,
-            });
+            let event = Arc::new(CacheEvent::new(ev.event_type, object.clone(), prev));
             {
                 let mut st = self.state.write().expect("cache lock");
                 match ev.event_type {
@@ -215,6 +278,14 @@ impl WatchCache {
                 }
                 st.revision = revision;
                 st.history.push_back(event.clone());
+                if let Some(old) = st
+                    .history
+                    .len()
+                    .checked_sub(DECODED_WINDOW + 1)
+                    .and_then(|i| st.history.get(i))
+                {
+                    old.retire();
+                }
                 while st.history.len() > HISTORY {
                     if let Some(old) = st.history.pop_front() {
                         st.oldest = old.object.revision;
@@ -332,6 +403,35 @@ pub struct Subscription {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn watchers_share_an_events_decoded_objects_until_it_is_retired() {
+        use super::*;
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        let bytes = Bytes::from(serde_json::to_vec(&obj).unwrap());
+        let e = CacheEvent::new(
+            EventType::Update,
+            CachedObject {
+                key: Arc::from("/registry/pods/d/p"),
+                bytes: bytes.clone(),
+                revision: 2,
+                typed: true,
+            },
+            Some(bytes),
+        );
+        let (a, b) = (e.value().unwrap(), e.value().unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "one decode for every watcher");
+        assert_eq!(*a, obj);
+        assert!(Arc::ptr_eq(
+            &e.prev_value().unwrap(),
+            &e.prev_value().unwrap()
+        ));
+        e.retire();
+        let (c, d) = (e.value().unwrap(), e.value().unwrap());
+        assert!(!Arc::ptr_eq(&c, &d), "a retired event keeps nothing");
+        assert_eq!(*c, obj);
+        assert_eq!(*e.prev_value().unwrap(), obj);
+    }
+
     #[test]
     fn the_resource_version_goes_into_stored_bytes_as_decoding_would_put_it() {
         use serde_json::json;

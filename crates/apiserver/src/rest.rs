@@ -863,13 +863,17 @@ impl ApiServer {
                     return Err(ApiError::invalid(r.kind, r.group, &name, &causes));
                 }
             }
-            strategy::track_managed_fields(
-                Some(&old),
-                &mut new,
-                manager,
-                &rr.resource.api_version(),
-                sub,
-            );
+            // Upstream writes a binding straight to storage, past the field manager: a
+            // scheduled pod gets no managedFields entry for it.
+            if !internal {
+                strategy::track_managed_fields(
+                    Some(&old),
+                    &mut new,
+                    manager,
+                    &rr.resource.api_version(),
+                    sub,
+                );
+            }
             if strategy::same_object(&old, &new) {
                 if from_cache {
                     continue;

@@ -218,15 +218,29 @@ pub fn pending_finalizers(r: &ResourceInfo, obj: &mut Value, opts: &DeleteOpts) 
 
 /// Whether two objects are the same write (ignoring bookkeeping that a no-op must not bump).
 pub fn same_object(a: &Value, b: &Value) -> bool {
-    fn strip(v: &Value) -> Value {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-            m.remove("managedFields");
+    // Compared in place: every update passes here, and copying two pods costs more than
+    // comparing them.
+    const IGNORED: [&str; 2] = ["resourceVersion", "managedFields"];
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let meta_equal = |x: Option<&Value>, y: Option<&Value>| match (x, y) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let kept = |m: &'_ serde_json::Map<String, Value>| {
+                m.keys().filter(|k| !IGNORED.contains(&k.as_str())).count()
+            };
+            kept(x) == kept(y)
+                && x.iter()
+                    .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
+                    .all(|(k, v)| y.get(k) == Some(v))
         }
-        v
-    }
-    strip(a) == strip(b)
+        (x, y) => x == y,
+    };
+    a.len() == b.len()
+        && meta_equal(a.get("metadata"), b.get("metadata"))
+        && a.iter()
+            .filter(|(k, _)| k.as_str() != "metadata")
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 /// Records field ownership of a non-apply write.
@@ -331,5 +345,37 @@ pub fn carry_service_allocations(new: &mut Value, old: &Value) {
         {
             new["spec"]["healthCheckNodePort"] = old["spec"]["healthCheckNodePort"].clone();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_object;
+    use serde_json::json;
+
+    #[test]
+    fn same_object_ignores_only_resource_version_and_managed_fields() {
+        let a = json!({"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "1",
+            "managedFields": [{"manager": "a"}], "labels": {"x": "1"}}, "spec": {"n": 1}});
+        let b = json!({"kind": "Pod", "metadata": {"labels": {"x": "1"}, "name": "p",
+            "resourceVersion": "2"}, "spec": {"n": 1}});
+        assert!(same_object(&a, &b));
+        assert!(same_object(&b, &a));
+        let mut c = b.clone();
+        c["metadata"]["labels"]["x"] = json!("2");
+        assert!(!same_object(&a, &c));
+        let mut d = b.clone();
+        d["spec"]["n"] = json!(2);
+        assert!(!same_object(&a, &d));
+        let mut e = b.clone();
+        e["status"] = json!({});
+        assert!(!same_object(&a, &e) && !same_object(&e, &a));
+        let mut f = b.clone();
+        f["metadata"]["uid"] = json!("u");
+        assert!(!same_object(&a, &f) && !same_object(&f, &a));
+        let no_meta = json!({"kind": "Pod", "spec": {"n": 1}});
+        let empty_meta =
+            json!({"kind": "Pod", "metadata": {"resourceVersion": "3"}, "spec": {"n": 1}});
+        assert!(!same_object(&no_meta, &empty_meta) && !same_object(&empty_meta, &no_meta));
     }
 }

@@ -277,31 +277,28 @@ fn event_line(
             return Some(line);
         }
     }
-    let cur = parse_stored(&e.object.bytes).ok()?;
-    let (ty, obj) = if filter.is_empty() {
-        (natural, cur)
+    // Decoded once per event for all its watchers.
+    let cur = e.value()?;
+    let ty = if filter.is_empty() {
+        natural
     } else {
         let now = e.event_type != EventType::Delete && filter.matches(r, &cur);
-        let before = match &e.prev {
-            Some(p) => parse_stored(p).ok().is_some_and(|p| filter.matches(r, &p)),
-            None => false,
-        };
         let was = if e.event_type == EventType::Delete {
             filter.matches(r, &cur)
         } else {
-            before
+            e.prev_value().is_some_and(|p| filter.matches(r, &p))
         };
         match (was, now) {
-            (false, true) => ("ADDED", cur),
-            (true, true) => ("MODIFIED", cur),
-            (true, false) => ("DELETED", cur),
+            (false, true) => "ADDED",
+            (true, true) => "MODIFIED",
+            (true, false) => "DELETED",
             (false, false) => return None,
         }
     };
     if let Some(line) = verbatim(ty) {
         return Some(line);
     }
-    let obj = server.to_client(r, obj).ok()?;
+    let obj = server.to_client(r, Arc::unwrap_or_clone(cur)).ok()?;
     Some(enc.line(ty, obj))
 }
 

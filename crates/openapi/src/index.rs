@@ -56,7 +56,7 @@ impl TypeIndex {
                 let info = if ty == Some("array") {
                     let items = prop.get("items").unwrap_or(&Value::Null);
                     FieldInfo {
-                        type_name: ref_name(items).and_then(object_type),
+                        type_name: ref_name(items).and_then(object_type).map(Into::into),
                         list: Some(meta.unwrap_or(ATOMIC)),
                         is_map: false,
                     }
@@ -64,13 +64,13 @@ impl TypeIndex {
                     prop.get("additionalProperties").filter(|a| a.is_object())
                 {
                     FieldInfo {
-                        type_name: ref_name(values).and_then(object_type),
+                        type_name: ref_name(values).and_then(object_type).map(Into::into),
                         list: meta,
                         is_map: true,
                     }
                 } else {
                     FieldInfo {
-                        type_name: ref_name(prop).and_then(object_type),
+                        type_name: ref_name(prop).and_then(object_type).map(Into::into),
                         // Struct fields carry merge metadata only for `retainKeys`.
                         list: meta,
                         is_map: false,

@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// mimalloc for the control plane, the C library's allocator for the node agent: see
+/// `skiff_alloc`.
+#[global_allocator]
+static ALLOCATOR: skiff_alloc::Allocator = skiff_alloc::Allocator;
+
 mod agent;
 mod bench;
 mod bench_store;

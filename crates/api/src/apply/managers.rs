@@ -257,7 +257,12 @@ fn unix_seconds(t: Option<&str>) -> i64 {
 }
 
 /// The paths upstream never records as managed (`stripMetaManager`).
-pub(crate) fn strip_set() -> FieldSet {
+pub(crate) fn strip_set() -> &'static FieldSet {
+    static SET: std::sync::LazyLock<FieldSet> = std::sync::LazyLock::new(build_strip_set);
+    &SET
+}
+
+fn build_strip_set() -> FieldSet {
     let mut paths = vec![
         Path::fields(&["apiVersion"]),
         Path::fields(&["kind"]),

@@ -291,8 +291,12 @@ pub fn update_managed_fields_with_reset(
             _ => Managed::decode(old).unwrap_or_default(),
         }
     };
-    *new = without_managed_fields(new);
-    let old_obj = old.map_or_else(|| Value::Object(Map::new()), without_managed_fields);
+    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    // The comparison skips the old object's managedFields: no copy without them is needed.
+    let empty = Value::Object(Map::new());
+    let old_obj = old.unwrap_or(&empty);
     let t = Typed { schema };
     let ty = t.root(new);
     let id = ManagerId {
@@ -307,7 +311,7 @@ pub fn update_managed_fields_with_reset(
         reset,
     };
     // Upstream leaves managedFields out rather than write garbage when tracking fails.
-    if let Ok(managed) = core.update_op(&old_obj, new, managed, &id, now) {
+    if let Ok(managed) = core.update_op(old_obj, new, managed, &id, now) {
         managed.encode(new);
     }
 }
@@ -331,13 +335,7 @@ impl Core<'_> {
         let t = self.t;
         let internal = ApplyError::Internal;
         let merged = t
-            .merge(
-                Some(live),
-                Some(applied),
-                self.ty,
-                &mut Vec::new(),
-                &mut None,
-            )
+            .merge(Some(live), Some(applied), self.ty, &mut Vec::new())
             .map_err(internal)?
             .unwrap_or_else(|| Value::Object(Map::new()));
         let key = id.key();
@@ -358,7 +356,7 @@ impl Core<'_> {
         let merged = self.prune(merged, &managed, last).map_err(internal)?;
         let merged = drop_nulls(merged);
         self.update(live, &merged, &mut managed, &key, force)?;
-        managed.strip(&strip_set());
+        managed.strip(strip_set());
         let changed = merged != *live;
         if changed {
             if let Some(e) = managed.0.get_mut(&key) {
@@ -381,12 +379,12 @@ impl Core<'_> {
         // caller's entry afterwards, so the caller's earlier fields count as another's.
         const CURRENT: &str = "current-operation";
         let cmp = self.update(old, new, &mut managed, CURRENT, true)?;
-        managed.strip(&strip_set());
+        managed.strip(strip_set());
         let set = cmp
             .modified
             .union(&cmp.added)
             .recursive_difference(self.reset)
-            .difference(&strip_set());
+            .difference(strip_set());
         if !set.is_empty() {
             let key = id.key();
             let set = match managed.0.get(&key) {

@@ -8,7 +8,7 @@ struct Fake;
 
 fn list(list_type: ListType, type_name: Option<&str>) -> Option<FieldInfo> {
     Some(FieldInfo {
-        type_name: type_name.map(str::to_string),
+        type_name: type_name.map(Into::into),
         list: Some(ListMeta {
             strategy: PatchStrategy::Merge,
             merge_key: None,
@@ -20,7 +20,7 @@ fn list(list_type: ListType, type_name: Option<&str>) -> Option<FieldInfo> {
 
 fn obj(t: &str) -> Option<FieldInfo> {
     Some(FieldInfo {
-        type_name: Some(t.to_string()),
+        type_name: Some(t.into()),
         list: None,
         is_map: false,
     })
@@ -328,6 +328,48 @@ fn create_update_tracks_set_fields_but_not_status_or_meta() {
         T2,
     );
     assert_eq!(entries(&same), entries(&new));
+}
+
+/// The stored object carries its managedFields into the comparison; they are not fields.
+#[test]
+fn an_update_moves_only_the_changed_fields_to_its_manager() {
+    let mut created = deploy(json!({"replicas": 1}));
+    created["spec"]["template"] = nginx("nginx:1")["template"].clone();
+    update_managed_fields(
+        None,
+        &mut created,
+        "creator",
+        false,
+        "apps/v1",
+        None,
+        &Fake,
+        T1,
+    );
+    let mut edited = created.clone();
+    edited["metadata"]["labels"] = json!({"app": "web"});
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
+    update_managed_fields(
+        Some(&created),
+        &mut edited,
+        "editor",
+        true,
+        "apps/v1",
+        None,
+        &Fake,
+        T2,
+    );
+    assert_eq!(
+        fields_of(&edited, "editor"),
+        json!({"f:metadata": {"f:labels": {".": {}, "f:app": {}}}, "f:spec": {"f:template":
+            {"f:spec": {"f:containers": {"k:{\"name\":\"nginx\"}": {"f:image": {}}}}}}})
+    );
+    let creator = fields_of(&edited, "creator");
+    let nginx =
+        &creator["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"nginx\"}"];
+    assert_eq!(nginx, &json!({".": {}, "f:name": {}}), "{creator}");
+    assert_eq!(creator["f:spec"]["f:replicas"], json!({}), "{creator}");
+    assert!(creator.get("f:metadata").is_none(), "{creator}");
+    assert_eq!(entries(&edited).len(), 2);
 }
 
 #[test]

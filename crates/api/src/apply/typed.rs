@@ -2,6 +2,7 @@
 //! (structured-merge-diff's `typed` package).
 
 use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::{Map, Value};
 
@@ -55,12 +56,13 @@ static EMBEDDED_STRUCT_FIELDS: &[&str] = &[
 ];
 
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+static OBJECT_META_TYPE: LazyLock<Arc<str>> = LazyLock::new(|| OBJECT_META.into());
 
 /// The type of a value, as far as merging cares.
 #[derive(Clone, Debug)]
 pub(crate) enum Ty {
     /// A named object type with declared fields.
-    Struct(String),
+    Struct(Arc<str>),
     /// A map with arbitrary keys whose values have this type.
     Map(Box<Ty>),
     /// A list and the type of its elements.
@@ -99,6 +101,12 @@ impl Comparison {
     }
 }
 
+/// A list's items in order and by key, for the live and the applied side.
+type Indexed<'v> = (
+    (Vec<PathElement>, HashMap<String, &'v Value>),
+    (Vec<PathElement>, HashMap<String, &'v Value>),
+);
+
 /// Type-aware operations over one schema.
 pub(crate) struct Typed<'a> {
     pub schema: &'a dyn Schema,
@@ -114,14 +122,14 @@ impl Typed<'_> {
         let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
         match self.schema.root(api_version, kind) {
-            Some(t) => Ty::Struct(t),
+            Some(t) => Ty::Struct(t.into()),
             None => Ty::Root,
         }
     }
 
     fn from_info(info: FieldInfo) -> Ty {
         let elem = match info.type_name {
-            Some(t) if ATOMIC_TYPES.contains(&t.as_str()) => Ty::Atomic,
+            Some(t) if ATOMIC_TYPES.contains(&&*t) => Ty::Atomic,
             Some(t) => Ty::Struct(t),
             None => Ty::Untyped,
         };
@@ -138,7 +146,7 @@ impl Typed<'_> {
     fn child(&self, ty: &Ty, key: &str) -> (Ty, bool) {
         match ty {
             Ty::Struct(t) => {
-                if ATOMIC_MAP_FIELDS.contains(&(t.as_str(), key)) {
+                if ATOMIC_MAP_FIELDS.contains(&(&**t, key)) {
                     return (Ty::Atomic, true);
                 }
                 match self.schema.field(t, key) {
@@ -147,7 +155,7 @@ impl Typed<'_> {
                 }
             }
             Ty::Map(elem) => ((**elem).clone(), false),
-            Ty::Root if key == "metadata" => (Ty::Struct(OBJECT_META.into()), false),
+            Ty::Root if key == "metadata" => (Ty::Struct(OBJECT_META_TYPE.clone()), false),
             _ => (Ty::Untyped, false),
         }
     }
@@ -226,6 +234,24 @@ impl Typed<'_> {
         Ok((order, seen))
     }
 
+    /// [`Self::index`] of both sides of a list merge or comparison (the applied side's
+    /// errors first, as upstream reports them).
+    fn index_both<'v>(
+        lt: ListType,
+        lhs: Option<&'v Value>,
+        rhs: Option<&'v Value>,
+        path: &[PathElement],
+    ) -> Result<Indexed<'v>, String> {
+        let items = |v: Option<&'v Value>| -> &'v [Value] {
+            v.and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        };
+        let r = Self::index(lt, items(rhs), path)?;
+        let l = Self::index(lt, items(lhs), path)?;
+        Ok((l, r))
+    }
+
     /// The set of fields an object sets (upstream's `ToFieldSet`).
     pub fn to_field_set(&self, v: &Value, ty: &Ty) -> Result<FieldSet, String> {
         let mut set = FieldSet::new();
@@ -269,69 +295,46 @@ impl Typed<'_> {
         Ok(())
     }
 
-    /// Merges `rhs` into `lhs` (rhs wins on leaves) and, when asked, records the differences.
+    /// Merges `rhs` into `lhs` (rhs wins on leaves).
     pub fn merge(
         &self,
         lhs: Option<&Value>,
         rhs: Option<&Value>,
         ty: &Ty,
         path: &mut Vec<PathElement>,
-        cmp: &mut Option<&mut Comparison>,
-    ) -> Result<Option<Value>, String> {
-        self.merge_node(lhs, rhs, ty, false, path, cmp)
-    }
-
-    /// `embedded`: the node is a non-pointer struct of a typed object, present even if absent
-    /// from the JSON.
-    fn merge_node(
-        &self,
-        lhs: Option<&Value>,
-        rhs: Option<&Value>,
-        ty: &Ty,
-        embedded: bool,
-        path: &mut Vec<PathElement>,
-        cmp: &mut Option<&mut Comparison>,
     ) -> Result<Option<Value>, String> {
         let kl = lhs.map(|v| Self::kind(ty, v));
         let kr = rhs.map(|v| Self::kind(ty, v));
+        if Self::is_leaf(lhs, rhs, &kl, &kr) {
+            return Ok(rhs.or(lhs).cloned());
+        }
+        let out = match kl.as_ref().or(kr.as_ref()) {
+            Some(Kind::List(lt, elem)) => self.merge_list(lhs, rhs, *lt, elem, path)?,
+            _ => self.merge_map(lhs, rhs, ty, path)?,
+        };
+        Ok(Some(out))
+    }
+
+    /// Whether two nodes merge (and compare) as one value rather than field by field.
+    fn is_leaf(
+        lhs: Option<&Value>,
+        rhs: Option<&Value>,
+        kl: &Option<Kind>,
+        kr: &Option<Kind>,
+    ) -> bool {
         let is_empty = |v: Option<&Value>| match v {
             None => true,
             Some(Value::Object(m)) => m.is_empty(),
             Some(Value::Array(a)) => a.is_empty(),
             Some(_) => false,
         };
-        let leaf = match (&kl, &kr) {
+        match (kl, kr) {
             (Some(Kind::Leaf), _) | (_, Some(Kind::Leaf)) => true,
             (Some(Kind::Map), Some(Kind::List(..))) | (Some(Kind::List(..)), Some(Kind::Map)) => {
                 true
             }
             _ => is_empty(lhs) && is_empty(rhs),
-        };
-        if leaf {
-            if let Some(c) = cmp.as_deref_mut() {
-                match (lhs, rhs) {
-                    (None, _) => c.added.insert(path),
-                    (_, None) => c.removed.insert(path),
-                    (Some(l), Some(r)) if l != r => c.modified.insert(path),
-                    _ => {}
-                }
-            }
-            return Ok(rhs.or(lhs).cloned());
         }
-        let out = match kl.as_ref().or(kr.as_ref()) {
-            Some(Kind::List(lt, elem)) => self.merge_list(lhs, rhs, *lt, elem, path, cmp)?,
-            _ => self.merge_map(lhs, rhs, ty, path, cmp)?,
-        };
-        if let Some(c) = cmp.as_deref_mut() {
-            if lhs.is_none() {
-                if !embedded {
-                    c.added.insert(path);
-                }
-            } else if rhs.is_none() {
-                c.removed.insert(path);
-            }
-        }
-        Ok(Some(out))
     }
 
     fn merge_map(
@@ -340,7 +343,6 @@ impl Typed<'_> {
         rhs: Option<&Value>,
         ty: &Ty,
         path: &mut Vec<PathElement>,
-        cmp: &mut Option<&mut Comparison>,
     ) -> Result<Value, String> {
         let empty = Map::new();
         let lm = lhs.and_then(Value::as_object).unwrap_or(&empty);
@@ -348,13 +350,9 @@ impl Typed<'_> {
         let mut out = Map::new();
         let keys = lm.keys().chain(rm.keys().filter(|k| !lm.contains_key(*k)));
         for k in keys {
-            let (cty, declared) = self.child(ty, k);
-            let embedded = declared
-                && matches!(ty, Ty::Struct(_))
-                && matches!(cty, Ty::Struct(_))
-                && EMBEDDED_STRUCT_FIELDS.contains(&k.as_str());
+            let (cty, _) = self.child(ty, k);
             path.push(PathElement::Field(k.clone()));
-            let merged = self.merge_node(lm.get(k), rm.get(k), &cty, embedded, path, cmp)?;
+            let merged = self.merge(lm.get(k), rm.get(k), &cty, path)?;
             path.pop();
             if let Some(v) = merged {
                 out.insert(k.clone(), v);
@@ -363,7 +361,6 @@ impl Typed<'_> {
         Ok(Value::Object(out))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn merge_list(
         &self,
         lhs: Option<&Value>,
@@ -371,18 +368,8 @@ impl Typed<'_> {
         lt: ListType,
         elem: &Ty,
         path: &mut Vec<PathElement>,
-        cmp: &mut Option<&mut Comparison>,
     ) -> Result<Value, String> {
-        let la = lhs
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let ra = rhs
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let (r_order, r_seen) = Self::index(lt, ra, path)?;
-        let (l_order, l_seen) = Self::index(lt, la, path)?;
+        let ((l_order, l_seen), (r_order, r_seen)) = Self::index_both(lt, lhs, rhs, path)?;
         let key = |pe: &PathElement| pe.to_fields_key();
         // Upstream keeps the applied order for shared items and slots the live-only items
         // in where they were.
@@ -391,27 +378,20 @@ impl Typed<'_> {
             .filter(|pe| l_seen.contains_key(&key(pe)))
             .collect();
         let mut next_shared = shared.pop_front();
-        let mut out = Vec::with_capacity(la.len().max(ra.len()));
+        let mut out = Vec::with_capacity(l_order.len().max(r_order.len()));
         let (mut li, mut ri) = (0, 0);
-        let item =
-            |pe: &PathElement, path: &mut Vec<PathElement>, cmp: &mut Option<&mut Comparison>| {
-                let k = key(pe);
-                path.push(pe.clone());
-                let merged = self.merge(
-                    l_seen.get(&k).copied(),
-                    r_seen.get(&k).copied(),
-                    elem,
-                    path,
-                    cmp,
-                );
-                path.pop();
-                merged
-            };
+        let item = |pe: &PathElement, path: &mut Vec<PathElement>| {
+            let k = key(pe);
+            path.push(pe.clone());
+            let merged = self.merge(l_seen.get(&k).copied(), r_seen.get(&k).copied(), elem, path);
+            path.pop();
+            merged
+        };
         while li < l_order.len() || ri < r_order.len() {
             if li < l_order.len() && ri < r_order.len() {
                 let pe = &l_order[li];
                 if *pe == r_order[ri] {
-                    out.extend(item(pe, path, cmp)?);
+                    out.extend(item(pe, path)?);
                     li += 1;
                     ri += 1;
                     next_shared = shared.pop_front();
@@ -425,14 +405,14 @@ impl Typed<'_> {
             if li < l_order.len() {
                 let pe = &l_order[li];
                 if !r_seen.contains_key(&key(pe)) {
-                    out.extend(item(pe, path, cmp)?);
+                    out.extend(item(pe, path)?);
                     li += 1;
                     continue;
                 }
             }
             if ri < r_order.len() {
                 let pe = &r_order[ri];
-                out.extend(item(pe, path, cmp)?);
+                out.extend(item(pe, path)?);
                 ri += 1;
                 if next_shared == Some(pe) {
                     next_shared = shared.pop_front();
@@ -445,11 +425,126 @@ impl Typed<'_> {
         Ok(Value::Array(out))
     }
 
-    /// Differences between two objects (upstream's `Compare`).
+    /// Differences between two objects (upstream's `Compare`). The root's
+    /// `metadata.managedFields` are not part of either object's fields and are skipped, so
+    /// callers need not copy objects to drop them.
     pub fn compare(&self, lhs: &Value, rhs: &Value, ty: &Ty) -> Result<Comparison, String> {
         let mut c = Comparison::default();
-        self.merge(Some(lhs), Some(rhs), ty, &mut Vec::new(), &mut Some(&mut c))?;
+        self.diff(Some(lhs), Some(rhs), ty, false, &mut Vec::new(), &mut c)?;
         Ok(c)
+    }
+
+    /// `embedded`: the node is a non-pointer struct of a typed object, present even if absent
+    /// from the JSON, so creating it is not adding it.
+    fn diff(
+        &self,
+        lhs: Option<&Value>,
+        rhs: Option<&Value>,
+        ty: &Ty,
+        embedded: bool,
+        path: &mut Vec<PathElement>,
+        c: &mut Comparison,
+    ) -> Result<(), String> {
+        // Most of an update leaves most of the object as it was: equal subtrees hold no
+        // differences, and comparing them is far cheaper than walking them.
+        if let (Some(l), Some(r)) = (lhs, rhs) {
+            if l == r {
+                return Ok(());
+            }
+        }
+        let kl = lhs.map(|v| Self::kind(ty, v));
+        let kr = rhs.map(|v| Self::kind(ty, v));
+        if Self::is_leaf(lhs, rhs, &kl, &kr) {
+            match (lhs, rhs) {
+                (None, _) => c.added.insert(path),
+                (_, None) => c.removed.insert(path),
+                (Some(l), Some(r)) if l != r => c.modified.insert(path),
+                _ => {}
+            }
+            return Ok(());
+        }
+        match kl.as_ref().or(kr.as_ref()) {
+            Some(Kind::List(lt, elem)) => self.diff_list(lhs, rhs, *lt, elem, path, c)?,
+            _ => self.diff_map(lhs, rhs, ty, path, c)?,
+        }
+        if lhs.is_none() {
+            if !embedded {
+                c.added.insert(path);
+            }
+        } else if rhs.is_none() {
+            c.removed.insert(path);
+        }
+        Ok(())
+    }
+
+    fn diff_map(
+        &self,
+        lhs: Option<&Value>,
+        rhs: Option<&Value>,
+        ty: &Ty,
+        path: &mut Vec<PathElement>,
+        c: &mut Comparison,
+    ) -> Result<(), String> {
+        let empty = Map::new();
+        let lm = lhs.and_then(Value::as_object).unwrap_or(&empty);
+        let rm = rhs.and_then(Value::as_object).unwrap_or(&empty);
+        let at_root_metadata =
+            matches!(path.as_slice(), [PathElement::Field(f)] if f == "metadata");
+        let keys = lm.keys().chain(rm.keys().filter(|k| !lm.contains_key(*k)));
+        for k in keys {
+            if at_root_metadata && k == "managedFields" {
+                continue;
+            }
+            let (l, r) = (lm.get(k), rm.get(k));
+            if l.is_some() && l == r {
+                continue;
+            }
+            let (cty, declared) = self.child(ty, k);
+            let embedded = declared
+                && matches!(ty, Ty::Struct(_))
+                && matches!(cty, Ty::Struct(_))
+                && EMBEDDED_STRUCT_FIELDS.contains(&k.as_str());
+            path.push(PathElement::Field(k.clone()));
+            self.diff(l, r, &cty, embedded, path, c)?;
+            path.pop();
+        }
+        Ok(())
+    }
+
+    fn diff_list(
+        &self,
+        lhs: Option<&Value>,
+        rhs: Option<&Value>,
+        lt: ListType,
+        elem: &Ty,
+        path: &mut Vec<PathElement>,
+        c: &mut Comparison,
+    ) -> Result<(), String> {
+        let ((l_order, l_seen), (r_order, r_seen)) = Self::index_both(lt, lhs, rhs, path)?;
+        // Each item once, by its key: the applied side's, then those only the live side has.
+        for pe in &r_order {
+            let k = pe.to_fields_key();
+            path.push(pe.clone());
+            self.diff(
+                l_seen.get(&k).copied(),
+                r_seen.get(&k).copied(),
+                elem,
+                false,
+                path,
+                c,
+            )?;
+            path.pop();
+        }
+        for pe in &l_order {
+            let k = pe.to_fields_key();
+            if r_seen.contains_key(&k) {
+                continue;
+            }
+            path.push(pe.clone());
+            self.diff(l_seen.get(&k).copied(), None, elem, false, path, c)?;
+            path.pop();
+        }
+        Ok(())
     }
 
     /// The object with the set's paths removed; `None` when nothing is left of a map or list.

@@ -415,7 +415,7 @@ impl Smp<'_> {
                     .any(|(rt, rf)| rt == t && *rf == key);
                 match self.schema.field(t, key) {
                     Some(info) => FieldMeta {
-                        child: info.type_name,
+                        child: info.type_name.map(|t| t.to_string()),
                         child_is_map: info.is_map,
                         list: info.list.or_else(|| list_meta(t, key)),
                         replace_object,

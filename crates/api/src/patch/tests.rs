@@ -47,11 +47,11 @@ impl Schema for Fake {
             ("NodeSpec", "taints") => (Some("Taint"), Kind::List),
             _ => return None,
         };
-        let type_name_out = ty.map(|t| {
+        let type_name_out = ty.map(|t| -> std::sync::Arc<str> {
             if t.contains('.') {
-                t.to_string()
+                t.into()
             } else {
-                format!("{P}{t}")
+                format!("{P}{t}").into()
             }
         });
         Some(match kind {

@@ -46,6 +46,7 @@ pub(super) fn open_writer(opts: &SqliteOptions) -> Result<Connection> {
             .map_err(|e| Error::Backend(format!("creating {}: {e}", dir.display())))?;
     }
     let conn = Connection::open(&opts.path).map_err(db)?;
+    stable_plans(&conn)?;
     conn.busy_timeout(Duration::from_secs(1)).map_err(db)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -87,9 +88,22 @@ pub(super) fn open_reader(opts: &SqliteOptions) -> Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(db)?;
+    stable_plans(&conn)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
     conn.execute_batch("PRAGMA query_only = 1;").map_err(db)?;
     Ok(conn)
+}
+
+/// Every query here has one right plan (`queries_use_their_indexes` checks them). Without the
+/// query planner stability guarantee SQLite re-plans a statement whenever a bound value might
+/// change its plan, which it does on nearly every run of the writer's key lookup.
+fn stable_plans(conn: &Connection) -> Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(db)?;
+    Ok(())
 }
 
 /// The current and compacted revisions as committed in the database (or in the caller's

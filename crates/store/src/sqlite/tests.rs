@@ -232,6 +232,48 @@ fn queries_use_their_indexes() {
     assert!(!p.contains("TEMP B-TREE"), "{p}");
 }
 
+/// SQLite re-plans a statement on every run when its plan may depend on a bound value;
+/// the writer looks up a key per write, so that would double the cost of each lookup.
+#[tokio::test]
+async fn the_writers_key_lookup_is_planned_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_at(dir.path(), |_| {});
+    for i in 0..20 {
+        let kv = store
+            .create(&format!("/k/{i}"), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        store
+            .update(
+                &format!("/k/{i}"),
+                Bytes::from_static(b"{\"a\":1}"),
+                kv.mod_revision,
+            )
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let opts = SqliteOptions::new(dir.path().join("db.sqlite"));
+    let c = schema::open_writer(&opts).unwrap();
+    for i in 0..20 {
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let id: i64 = c
+            .prepare_cached(writer::LATEST_SQL)
+            .unwrap()
+            .query_row([format!("/k/{i}")], |r| r.get(0))
+            .unwrap();
+        assert!(id > 0);
+        c.execute("INSERT INTO log (name, created, deleted, create_revision, prev_revision, value) VALUES (?1, 0, 0, 1, ?2, x'00')", rusqlite::params![format!("/k/{i}"), id]).unwrap();
+        c.execute_batch("COMMIT").unwrap();
+    }
+    let st = c.prepare_cached(writer::LATEST_SQL).unwrap();
+    assert_eq!(
+        st.get_status(rusqlite::StatementStatus::RePrepare),
+        0,
+        "the key lookup was re-planned"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_pages_through_long_history_while_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();

@@ -286,23 +286,24 @@ fn fail(op: Op, e: Error) {
     };
 }
 
+/// The newest row of a key.
+pub(super) const LATEST_SQL: &str = "SELECT id, deleted, create_revision, value FROM log
+         WHERE name = ?1 ORDER BY id DESC LIMIT 1";
+
 fn latest(conn: &Connection, key: &str) -> Result<Option<Latest>> {
-    conn.prepare_cached(
-        "SELECT id, deleted, create_revision, value FROM log
-         WHERE name = ?1 ORDER BY id DESC LIMIT 1",
-    )
-    .and_then(|mut st| {
-        st.query_row([key], |r| {
-            Ok(Latest {
-                id: r.get(0)?,
-                deleted: r.get(1)?,
-                create_revision: r.get(2)?,
-                value: r.get(3)?,
+    conn.prepare_cached(LATEST_SQL)
+        .and_then(|mut st| {
+            st.query_row([key], |r| {
+                Ok(Latest {
+                    id: r.get(0)?,
+                    deleted: r.get(1)?,
+                    create_revision: r.get(2)?,
+                    value: r.get(3)?,
+                })
             })
+            .optional()
         })
-        .optional()
-    })
-    .map_err(db)
+        .map_err(db)
 }
 
 #[allow(clippy::too_many_arguments)]
