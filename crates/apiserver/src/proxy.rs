@@ -112,7 +112,7 @@ pub fn match_path(path: &str) -> Option<ProxyTarget> {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-type OutBody = BoxBody<Bytes, hyper::Error>;
+type OutBody = BoxBody<Bytes, std::io::Error>;
 
 fn empty() -> OutBody {
     Empty::<Bytes>::new().map_err(|e| match e {}).boxed()
@@ -461,7 +461,7 @@ impl ApiServer {
     pub(crate) async fn proxy(
         &self,
         target: ProxyTarget,
-        mut req: http::Request<Incoming>,
+        mut req: http::Request<crate::server::RequestBody>,
     ) -> ApiResult<Resp> {
         let pairs = query_pairs(req.uri().query());
         let (node_name, agent_path, is_log) = match &target {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
@@ -27,6 +27,14 @@ fn v2_protobuf_bytes() -> Bytes {
     static DOC: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
     DOC.get_or_init(|| Bytes::from(skiff_openapi::v2_protobuf().to_vec()))
         .clone()
+}
+
+/// A request body as the server handles it: a network connection's, or an in-process client's.
+/// (A concrete error type: with a boxed one, rustc cannot prove the serving futures `Send`.)
+pub type RequestBody = BoxBody<Bytes, std::io::Error>;
+
+fn network_request(req: http::Request<hyper::body::Incoming>) -> http::Request<RequestBody> {
+    req.map(|b| b.map_err(std::io::Error::other).boxed())
 }
 
 /// The Kubernetes version whose API is served.
@@ -79,7 +87,11 @@ pub async fn serve(
                     let svc = service_fn(move |req| {
                         let server = server.clone();
                         let user = user.clone();
-                        async move { Ok::<_, std::convert::Infallible>(server.handle(req, user).await) }
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                server.handle(network_request(req), user).await,
+                            )
+                        }
                     });
                     let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(tls), svc)
@@ -88,7 +100,11 @@ pub async fn serve(
                 None => {
                     let svc = service_fn(move |req| {
                         let server = server.clone();
-                        async move { Ok::<_, std::convert::Infallible>(server.handle(req, None).await) }
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                server.handle(network_request(req), None).await,
+                            )
+                        }
                     });
                     let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
@@ -179,7 +195,7 @@ fn version_doc() -> serde_json::Value {
 impl ApiServer {
     fn authenticate(
         &self,
-        req: &http::Request<Incoming>,
+        req: &http::Request<RequestBody>,
         peer: Option<UserInfo>,
     ) -> Option<UserInfo> {
         if let Some(u) = peer {
@@ -210,7 +226,7 @@ impl ApiServer {
     }
 
     /// Handles one request.
-    pub async fn handle(&self, req: http::Request<Incoming>, peer: Option<UserInfo>) -> Resp {
+    pub async fn handle(&self, req: http::Request<RequestBody>, peer: Option<UserInfo>) -> Resp {
         let started = Instant::now();
         let path = req.uri().path().to_string();
         let mut user = self.authenticate(&req, peer);
@@ -247,7 +263,7 @@ impl ApiServer {
     #[allow(clippy::result_large_err)]
     async fn route(
         &self,
-        req: http::Request<Incoming>,
+        req: http::Request<RequestBody>,
         user: &UserInfo,
     ) -> Result<(Resp, &'static str, String), (ApiError, &'static str, String)> {
         let (parts, body) = req.into_parts();

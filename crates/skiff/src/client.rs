@@ -41,6 +41,37 @@ pub fn api_client(config: kube::Config) -> Result<kube::Client> {
     Ok(kube::Client::new(service, config.default_namespace))
 }
 
+/// A client of the API server in this same process: each request goes straight to
+/// `server`'s handler as `user`, with no TLS, HTTP/2 framing or socket between them. The
+/// components `skiff server` runs beside its API server (scheduler, controller manager) use it
+/// behind the same `kube::Client` interface as a remote client: every request still passes
+/// authentication, routing, admission and the watch cache as it would over the network.
+pub fn local_client(
+    server: skiff_apiserver::ApiServer,
+    user: skiff_apiserver::UserInfo,
+) -> kube::Client {
+    use http_body_util::{BodyExt, Full};
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let (server, user) = (server.clone(), user.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            // Request bodies are whole objects, buffered by the network path too.
+            let bytes = body
+                .collect()
+                .await
+                .map_err(std::io::Error::other)?
+                .to_bytes();
+            let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+            Ok::<_, std::io::Error>(
+                server
+                    .handle(http::Request::from_parts(parts, body), Some(user))
+                    .await,
+            )
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
@@ -53,6 +84,21 @@ mod tests {
 
     use super::api_client;
 
+    /// An API server on the memory store.
+    pub(super) async fn memory_server() -> skiff_apiserver::ApiServer {
+        skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
+            store: Arc::new(skiff_store::MemoryStore::new()),
+            advertise_address: IpAddr::from([127, 0, 0, 1]),
+            port: 6443,
+            tokens: None,
+            event_ttl: Duration::from_secs(3600),
+            insecure_anonymous_admin: false,
+            default_toleration_seconds: (300, 300),
+        })
+        .await
+        .expect("api server")
+    }
+
     /// A real API server over TLS on loopback and an admin client of it built by `api_client`.
     async fn server_and_client(dir: &std::path::Path) -> kube::Client {
         let pki = skiff_pki::ensure(
@@ -64,17 +110,7 @@ mod tests {
             },
         )
         .expect("pki");
-        let server = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
-            store: Arc::new(skiff_store::MemoryStore::new()),
-            advertise_address: IpAddr::from([127, 0, 0, 1]),
-            port: 6443,
-            tokens: None,
-            event_ttl: Duration::from_secs(3600),
-            insecure_anonymous_admin: false,
-            default_toleration_seconds: (300, 300),
-        })
-        .await
-        .expect("api server");
+        let server = memory_server().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -152,5 +188,58 @@ mod tests {
             .await
             .expect("every create reaches the watch");
         assert_eq!(added, total);
+    }
+}
+
+#[cfg(test)]
+mod local_tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+
+    /// The in-process client goes through the same handler as the network: creates, reads,
+    /// streamed watches, and upstream's errors as `kube::Error::Api`.
+    #[tokio::test]
+    async fn an_in_process_client_creates_reads_and_watches() {
+        let server = super::tests::memory_server().await;
+        let admin = skiff_apiserver::UserInfo {
+            name: skiff_pki::ADMIN_USER.into(),
+            uid: String::new(),
+            groups: vec![skiff_pki::ADMIN_GROUP.into(), "system:authenticated".into()],
+        };
+        let api: Api<ConfigMap> = Api::namespaced(super::local_client(server, admin), "default");
+        let mut watch = api
+            .watch(&WatchParams::default().timeout(30), "0")
+            .await
+            .expect("watch")
+            .boxed();
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "local"}, "data": {"k": "v"}
+        }))
+        .expect("configmap");
+        let created = api
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
+        assert!(created.metadata.resource_version.is_some());
+        let got = api.get("local").await.expect("get");
+        assert_eq!(got.data.unwrap()["k"], "v");
+        match api.create(&PostParams::default(), &cm).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists"))
+            }
+            other => panic!("a second create must conflict: {other:?}"),
+        }
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("a watch event within the deadline")
+            .expect("stream open")
+            .expect("event");
+        match event {
+            WatchEvent::Added(c) => assert_eq!(c.metadata.name.as_deref(), Some("local")),
+            other => panic!("expected ADDED, got {other:?}"),
+        }
     }
 }

@@ -181,6 +181,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .context("writing the kubeconfig")?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let local = server.clone();
     let serving = tokio::spawn(skiff_apiserver::serve(server, listener, Some(tls), async {
         let _ = stop_rx.await;
     }));
@@ -190,7 +191,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         "API server ready"
     );
     // The other control-plane components are clients of the API server, as upstream's are; in
-    // this process they reach it over loopback with the admin credentials.
+    // this process the scheduler and controller manager reach it without a network, with the
+    // admin identity the loopback credentials carry.
     let (comp_tx, comp_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = comp_rx.clone();
@@ -200,7 +202,14 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     };
     let mut components = Vec::new();
     if !args.disable_scheduler || !args.disable_controller_manager {
-        let client = self_client(&kubeconfig).await?;
+        let client = crate::client::local_client(
+            local,
+            skiff_apiserver::UserInfo {
+                name: skiff_pki::ADMIN_USER.into(),
+                uid: String::new(),
+                groups: vec![skiff_pki::ADMIN_GROUP.into(), "system:authenticated".into()],
+            },
+        );
         if !args.disable_scheduler {
             let (c, stop) = (client.clone(), stopped());
             components.push(tokio::spawn(async move {
