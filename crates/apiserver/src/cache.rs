@@ -46,8 +46,9 @@ pub struct CacheEvent {
     /// The object before the change, as stored (without its resourceVersion: only selectors
     /// read it).
     pub prev: Option<Bytes>,
-    /// `object` and `prev` decoded on first use: every watcher with a selector needs them, and
-    /// one decode for all of them costs a fraction of one each.
+    /// What selectors read of `object` and `prev` (`skiff_api::selector::selector_view`),
+    /// decoded on first use: every watcher with a selector needs them, and one decode for all
+    /// of them costs a fraction of one each.
     decoded: Mutex<Decoded>,
 }
 
@@ -70,13 +71,14 @@ impl CacheEvent {
         }
     }
 
-    /// The object after the change, decoded (`None` if it does not decode).
-    pub fn value(&self) -> Option<Arc<Value>> {
+    /// What selectors read of the object after the change (`None` if it does not decode).
+    pub fn view(&self) -> Option<Arc<Value>> {
         self.decode(|d| &mut d.object, Some(&self.object.bytes))
     }
 
-    /// The object before the change, decoded (`None` for a create, or if it does not decode).
-    pub fn prev_value(&self) -> Option<Arc<Value>> {
+    /// What selectors read of the object before the change (`None` for a create, or if it
+    /// does not decode).
+    pub fn prev_view(&self) -> Option<Arc<Value>> {
         self.decode(|d| &mut d.prev, self.prev.as_ref())
     }
 
@@ -87,7 +89,7 @@ impl CacheEvent {
     ) -> Option<Arc<Value>> {
         let parse = || {
             bytes
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|b| skiff_api::selector::selector_view(b).ok())
                 .map(Arc::new)
         };
         let mut d = self.decoded.lock().expect("decoded lock");
@@ -418,18 +420,18 @@ mod tests {
             },
             Some(bytes),
         );
-        let (a, b) = (e.value().unwrap(), e.value().unwrap());
+        let (a, b) = (e.view().unwrap(), e.view().unwrap());
         assert!(Arc::ptr_eq(&a, &b), "one decode for every watcher");
         assert_eq!(*a, obj);
         assert!(Arc::ptr_eq(
-            &e.prev_value().unwrap(),
-            &e.prev_value().unwrap()
+            &e.prev_view().unwrap(),
+            &e.prev_view().unwrap()
         ));
         e.retire();
-        let (c, d) = (e.value().unwrap(), e.value().unwrap());
+        let (c, d) = (e.view().unwrap(), e.view().unwrap());
         assert!(!Arc::ptr_eq(&c, &d), "a retired event keeps nothing");
         assert_eq!(*c, obj);
-        assert_eq!(*e.prev_value().unwrap(), obj);
+        assert_eq!(*e.prev_view().unwrap(), obj);
     }
 
     #[test]

@@ -277,16 +277,16 @@ fn event_line(
             return Some(line);
         }
     }
-    // Decoded once per event for all its watchers.
-    let cur = e.value()?;
     let ty = if filter.is_empty() {
         natural
     } else {
+        // What selectors read, decoded once per event for all its watchers.
+        let cur = e.view()?;
         let now = e.event_type != EventType::Delete && filter.matches(r, &cur);
         let was = if e.event_type == EventType::Delete {
             filter.matches(r, &cur)
         } else {
-            e.prev_value().is_some_and(|p| filter.matches(r, &p))
+            e.prev_view().is_some_and(|p| filter.matches(r, &p))
         };
         match (was, now) {
             (false, true) => "ADDED",
@@ -298,7 +298,9 @@ fn event_line(
     if let Some(line) = verbatim(ty) {
         return Some(line);
     }
-    let obj = server.to_client(r, Arc::unwrap_or_clone(cur)).ok()?;
+    let obj = server
+        .to_client(r, parse_stored(&e.object.bytes).ok()?)
+        .ok()?;
     Some(enc.line(ty, obj))
 }
 

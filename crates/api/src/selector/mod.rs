@@ -7,9 +7,11 @@
 mod field;
 mod label;
 mod names;
+mod view;
 
 pub use field::{
     check_field_label, convert_field_label, escape_value, selectable_fields, unescape_value,
     FieldOperator, FieldRequirement, FieldSelector,
 };
 pub use label::{LabelSelector, Operator, Requirement};
+pub use view::selector_view;
