@@ -195,17 +195,7 @@ async fn kubectl_exec_attach_and_cp_over_websocket() {
         extra_sans: vec![],
     };
     let pki = Arc::new(skiff_pki::ensure(&data.join("tls"), &opts).unwrap());
-    let api = skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
-        store: Arc::new(skiff_store::MemoryStore::new()),
-        advertise_address: "127.0.0.1".parse().unwrap(),
-        port: 6443,
-        tokens: None,
-        event_ttl: Duration::from_secs(3600),
-        insecure_anonymous_admin: false,
-        default_toleration_seconds: (300, 300),
-    })
-    .await
-    .unwrap();
+    let api = skiff_apiserver::memory_server_for_tests(false).await;
     let token = skiff_apiserver::join::enable_nodes(&api, &data, pki.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());

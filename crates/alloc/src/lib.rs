@@ -29,17 +29,6 @@ const SYSTEM_ALLOCATOR_SUBCOMMANDS: &[&[u8]] = &[b"agent"];
 /// The global allocator; see the crate documentation.
 pub struct Allocator;
 
-impl Allocator {
-    /// Which allocator this process uses: `"mimalloc"` or `"system"`.
-    pub fn name() -> &'static str {
-        if uses_mimalloc() {
-            "mimalloc"
-        } else {
-            "system"
-        }
-    }
-}
-
 fn decide(choice: u8) {
     // Only the first decision counts: a later one must not split the process between two
     // allocators.

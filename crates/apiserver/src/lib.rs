@@ -82,18 +82,24 @@ pub async fn serve_for_tests() -> std::net::SocketAddr {
 /// As [`serve_for_tests`], on a listener the test bound (a test that must know the address
 /// before the server exists).
 pub async fn serve_for_tests_on(listener: tokio::net::TcpListener) {
-    let server = ApiServer::new(Config {
+    let server = memory_server_for_tests(true).await;
+    tokio::spawn(serve(server, listener, None, std::future::pending()));
+}
+
+/// An API server on the memory store with the defaults tests need, not yet serving; with
+/// `anonymous_admin`, requests without credentials act as the admin (never used by the binary).
+pub async fn memory_server_for_tests(anonymous_admin: bool) -> ApiServer {
+    ApiServer::new(Config {
         store: Arc::new(skiff_store::MemoryStore::new()),
         advertise_address: IpAddr::from([127, 0, 0, 1]),
         port: 6443,
         tokens: None,
         event_ttl: std::time::Duration::from_secs(3600),
-        insecure_anonymous_admin: true,
+        insecure_anonymous_admin: anonymous_admin,
         default_toleration_seconds: (300, 300),
     })
     .await
-    .expect("start the test API server");
-    tokio::spawn(serve(server, listener, None, std::future::pending()));
+    .expect("start the test API server")
 }
 
 /// Options the handlers consult.

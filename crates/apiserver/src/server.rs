@@ -216,11 +216,7 @@ impl ApiServer {
             }
         }
         if self.opts.insecure_anonymous_admin {
-            return Some(UserInfo {
-                name: "system:admin".into(),
-                uid: String::new(),
-                groups: vec!["system:masters".into(), "system:authenticated".into()],
-            });
+            return Some(UserInfo::admin());
         }
         None
     }

@@ -13,8 +13,6 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Config};
-use skiff_apiserver::{ApiServer, Config as ServerConfig};
-use skiff_store::MemoryStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type FakeBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
@@ -98,17 +96,7 @@ async fn fake_agent() -> u16 {
 }
 
 async fn start() -> (Client, std::net::SocketAddr) {
-    let server = ApiServer::new(ServerConfig {
-        store: Arc::new(MemoryStore::new()),
-        advertise_address: "127.0.0.1".parse().unwrap(),
-        port: 6443,
-        tokens: None,
-        event_ttl: Duration::from_secs(3600),
-        insecure_anonymous_admin: true,
-        default_toleration_seconds: (300, 300),
-    })
-    .await
-    .unwrap();
+    let server = skiff_apiserver::memory_server_for_tests(true).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(skiff_apiserver::serve(
@@ -400,17 +388,7 @@ async fn join_endpoints_check_the_token() {
         extra_sans: vec![],
     };
     let pki = Arc::new(skiff_pki::ensure(&dir.path().join("tls"), &opts).unwrap());
-    let server = ApiServer::new(ServerConfig {
-        store: Arc::new(MemoryStore::new()),
-        advertise_address: "127.0.0.1".parse().unwrap(),
-        port: 6443,
-        tokens: None,
-        event_ttl: Duration::from_secs(3600),
-        insecure_anonymous_admin: false,
-        default_toleration_seconds: (300, 300),
-    })
-    .await
-    .unwrap();
+    let server = skiff_apiserver::memory_server_for_tests(false).await;
     let token = skiff_apiserver::join::enable_nodes(&server, dir.path(), pki.clone()).unwrap();
     assert_eq!(
         std::fs::read_to_string(dir.path().join("token"))

@@ -29,6 +29,18 @@ impl UserInfo {
             groups: vec![UNAUTHENTICATED_GROUP.to_string()],
         }
     }
+
+    /// The user the admin client certificate names: `system:admin` in `system:masters`.
+    pub fn admin() -> Self {
+        UserInfo {
+            name: crate::pki::ADMIN_USER.to_string(),
+            uid: String::new(),
+            groups: vec![
+                crate::pki::ADMIN_GROUP.to_string(),
+                AUTHENTICATED_GROUP.to_string(),
+            ],
+        }
+    }
 }
 
 /// Adds `system:authenticated` as upstream's authenticated-group adder does:

@@ -75,7 +75,6 @@ pub fn local_client(
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
-    use std::sync::Arc;
     use std::time::Duration;
 
     use futures::StreamExt;
@@ -83,21 +82,6 @@ mod tests {
     use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 
     use super::api_client;
-
-    /// An API server on the memory store.
-    pub(super) async fn memory_server() -> skiff_apiserver::ApiServer {
-        skiff_apiserver::ApiServer::new(skiff_apiserver::Config {
-            store: Arc::new(skiff_store::MemoryStore::new()),
-            advertise_address: IpAddr::from([127, 0, 0, 1]),
-            port: 6443,
-            tokens: None,
-            event_ttl: Duration::from_secs(3600),
-            insecure_anonymous_admin: false,
-            default_toleration_seconds: (300, 300),
-        })
-        .await
-        .expect("api server")
-    }
 
     /// A real API server over TLS on loopback and an admin client of it built by `api_client`.
     async fn server_and_client(dir: &std::path::Path) -> kube::Client {
@@ -110,7 +94,7 @@ mod tests {
             },
         )
         .expect("pki");
-        let server = memory_server().await;
+        let server = skiff_apiserver::memory_server_for_tests(false).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -203,13 +187,11 @@ mod local_tests {
     /// streamed watches, and upstream's errors as `kube::Error::Api`.
     #[tokio::test]
     async fn an_in_process_client_creates_reads_and_watches() {
-        let server = super::tests::memory_server().await;
-        let admin = skiff_apiserver::UserInfo {
-            name: skiff_pki::ADMIN_USER.into(),
-            uid: String::new(),
-            groups: vec![skiff_pki::ADMIN_GROUP.into(), "system:authenticated".into()],
-        };
-        let api: Api<ConfigMap> = Api::namespaced(super::local_client(server, admin), "default");
+        let server = skiff_apiserver::memory_server_for_tests(false).await;
+        let api: Api<ConfigMap> = Api::namespaced(
+            super::local_client(server, skiff_apiserver::UserInfo::admin()),
+            "default",
+        );
         let mut watch = api
             .watch(&WatchParams::default().timeout(30), "0")
             .await

@@ -202,14 +202,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     };
     let mut components = Vec::new();
     if !args.disable_scheduler || !args.disable_controller_manager {
-        let client = crate::client::local_client(
-            local,
-            skiff_apiserver::UserInfo {
-                name: skiff_pki::ADMIN_USER.into(),
-                uid: String::new(),
-                groups: vec![skiff_pki::ADMIN_GROUP.into(), "system:authenticated".into()],
-            },
-        );
+        let client = crate::client::local_client(local, skiff_apiserver::UserInfo::admin());
         if !args.disable_scheduler {
             let (c, stop) = (client.clone(), stopped());
             components.push(tokio::spawn(async move {

@@ -496,9 +496,6 @@ impl Typed<'_> {
                 continue;
             }
             let (l, r) = (lm.get(k), rm.get(k));
-            if l.is_some() && l == r {
-                continue;
-            }
             let (cty, declared) = self.child(ty, k);
             let embedded = declared
                 && matches!(ty, Ty::Struct(_))
